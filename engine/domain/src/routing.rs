@@ -1,0 +1,194 @@
+//! Routing: which waiting conversation goes to which agent, and why. Pure
+//! functions over the state; the caller turns a [`Choice`] into a
+//! `ConversationOffered` event.
+
+use switchboard_proto::v1::{
+    AgentStatus, Channel, PassedOverAgent, PassedOverReason, RoutingDecision, RoutingStrategy,
+};
+
+use crate::state::{Agent, DomainState, Queue};
+use crate::{AgentId, ConversationId, QueueId};
+
+/// How many passed-over agents an offer lists; the rest are only counted.
+pub const PASSED_OVER_LISTED: usize = 16;
+
+/// How deep into a queue routing looks when the head cannot be placed (every
+/// free agent already takes part in it), so one such conversation does not
+/// hold up the queue.
+const LOOKAHEAD: usize = 16;
+
+/// A routing decision: offer this conversation from this queue to this agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    /// The queue the conversation waits in.
+    pub queue_id: QueueId,
+    /// The conversation to offer.
+    pub conversation_id: ConversationId,
+    /// The chosen agent.
+    pub agent_id: AgentId,
+    /// Why: for the offer event.
+    pub decision: RoutingDecision,
+}
+
+/// One agent's standing for one offer; lower `rank` wins.
+struct Candidate<'a> {
+    agent_id: &'a AgentId,
+    agent: &'a Agent,
+    passed_over: Option<PassedOverReason>,
+    score: i64,
+    rank: (i64, i64, &'a AgentId),
+}
+
+/// The next offer to make in the domain, if any: among queues with waiting
+/// conversations, the one whose head is most urgent (queue priority, then
+/// conversation priority, then arrival) and has an eligible agent.
+pub fn next_choice(state: &DomainState) -> Option<Choice> {
+    let mut queues: Vec<(&QueueId, &Queue)> = state.queues.iter().filter(|(_, q)| !q.waiting.is_empty()).collect();
+    queues.sort_by_key(|(_, q)| (-i64::from(q.config.priority), q.waiting.first().cloned()));
+    for (queue_id, queue) in queues {
+        for key in queue.waiting.iter().take(LOOKAHEAD) {
+            if let Some(choice) = choose_agent(state, queue_id, queue, &key.conversation_id) {
+                return Some(choice);
+            }
+        }
+    }
+    None
+}
+
+/// Picks the agent of `queue` for `conversation_id` by the queue's strategy.
+fn choose_agent(
+    state: &DomainState,
+    queue_id: &QueueId,
+    queue: &Queue,
+    conversation_id: &ConversationId,
+) -> Option<Choice> {
+    let channel = queue.channel();
+    let strategy = queue.strategy();
+    let mut candidates: Vec<Candidate> = queue
+        .members
+        .iter()
+        .filter_map(|id| state.agents.get_key_value(id))
+        .map(|(agent_id, agent)| {
+            let passed_over = if agent.status != AgentStatus::Available {
+                Some(PassedOverReason::NotAvailable)
+            } else if agent.load(channel) >= agent.capacity(channel) {
+                Some(PassedOverReason::NoCapacity)
+            } else if agent.holdings.contains_key(conversation_id) {
+                Some(PassedOverReason::AlreadyParticipating)
+            } else {
+                None
+            };
+            let score = score(strategy, agent, agent_id, channel, queue.last_offered.as_ref(), &queue.members);
+            Candidate { agent_id, agent, passed_over, score, rank: (i64::from(passed_over.is_some()), score, agent_id) }
+        })
+        .collect();
+    candidates.sort_by(|a, b| a.rank.cmp(&b.rank));
+    let winner = candidates.first().filter(|c| c.passed_over.is_none())?;
+    let eligible = candidates.iter().filter(|c| c.passed_over.is_none()).count();
+    let lost_reason = match strategy {
+        RoutingStrategy::RoundRobin => PassedOverReason::NotNextInTurn,
+        RoutingStrategy::LeastOccupied => PassedOverReason::HigherOccupancy,
+        _ => PassedOverReason::ShorterIdleTime,
+    };
+    let passed_over: Vec<PassedOverAgent> = candidates[1..]
+        .iter()
+        .take(PASSED_OVER_LISTED)
+        .map(|c| PassedOverAgent {
+            agent_id: c.agent_id.clone(),
+            reason: c.passed_over.unwrap_or(lost_reason) as i32,
+            status: c.agent.status as i32,
+            load: c.agent.load(channel),
+            capacity: c.agent.capacity(channel),
+            free_since_ms: c.agent.free_since_ms,
+            score: c.score,
+        })
+        .collect();
+    let decision = RoutingDecision {
+        strategy: strategy as i32,
+        considered: candidates.len() as u32,
+        eligible: eligible as u32,
+        chosen_load: winner.agent.load(channel),
+        chosen_capacity: winner.agent.capacity(channel),
+        chosen_free_since_ms: winner.agent.free_since_ms,
+        chosen_score: winner.score,
+        passed_over_unlisted: (candidates.len() - 1 - passed_over.len()) as u32,
+        passed_over,
+    };
+    Some(Choice {
+        queue_id: queue_id.clone(),
+        conversation_id: conversation_id.clone(),
+        agent_id: winner.agent_id.clone(),
+        decision,
+    })
+}
+
+/// The strategy's score of one agent; lower wins, ties go to the smaller id.
+fn score(
+    strategy: RoutingStrategy,
+    agent: &Agent,
+    agent_id: &AgentId,
+    channel: Channel,
+    last_offered: Option<&AgentId>,
+    members: &std::collections::BTreeSet<AgentId>,
+) -> i64 {
+    match strategy {
+        RoutingStrategy::RoundRobin => {
+            // Position after the last agent offered, in id order, wrapping.
+            let position = members.iter().position(|m| m == agent_id).unwrap_or(0) as i64;
+            let after = last_offered.and_then(|last| members.iter().position(|m| m == last)).map_or(-1, |p| p as i64);
+            (position - after - 1).rem_euclid(members.len().max(1) as i64)
+        }
+        RoutingStrategy::LeastOccupied => {
+            let capacity = i64::from(agent.capacity(channel).max(1));
+            i64::from(agent.load(channel)) * 1_000_000 / capacity
+        }
+        _ => agent.free_since_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::{Fixture, QUEUE_CHAT};
+
+    #[test]
+    fn longest_available_prefers_the_agent_free_the_longest_and_explains_the_others() {
+        let mut f = Fixture::new(RoutingStrategy::LongestAvailable);
+        f.agent("bob", 3).available("bob", 1_000);
+        f.agent("amy", 3).available("amy", 2_000);
+        f.agent("cid", 3);
+        let offer = f.customer_writes("c1", QUEUE_CHAT, 5_000).offered();
+        assert_eq!(offer.agent_id, "bob");
+        let decision = offer.decision.unwrap();
+        assert_eq!((decision.considered, decision.eligible), (3, 2));
+        assert_eq!(decision.chosen_free_since_ms, 1_000);
+        let reasons: Vec<_> = decision.passed_over.iter().map(|p| (p.agent_id.as_str(), p.reason())).collect();
+        assert_eq!(reasons, [("amy", PassedOverReason::ShorterIdleTime), ("cid", PassedOverReason::NotAvailable)]);
+    }
+
+    #[test]
+    fn round_robin_takes_turns_in_id_order_and_wraps() {
+        let mut f = Fixture::new(RoutingStrategy::RoundRobin);
+        for agent in ["a1", "a2", "a3"] {
+            f.agent(agent, 5).available(agent, 0);
+        }
+        let got: Vec<String> =
+            (0..5).map(|i| f.customer_writes(&format!("c{i}"), QUEUE_CHAT, 10 + i).offered().agent_id).collect();
+        assert_eq!(got, ["a1", "a2", "a3", "a1", "a2"]);
+    }
+
+    #[test]
+    fn least_occupied_prefers_the_lowest_share_of_capacity() {
+        let mut f = Fixture::new(RoutingStrategy::LeastOccupied);
+        f.agent("big", 4).available("big", 0);
+        f.agent("small", 1).available("small", 0);
+        // big: 0/4, small: 0/1 -> tie on 0, smaller id wins.
+        assert_eq!(f.customer_writes("c1", QUEUE_CHAT, 10).offered().agent_id, "big");
+        // big: 1/4 = 25%, small: 0/1 = 0% -> small.
+        assert_eq!(f.customer_writes("c2", QUEUE_CHAT, 20).offered().agent_id, "small");
+        // small full; big 25% -> big, and small is passed over for capacity.
+        let offer = f.customer_writes("c3", QUEUE_CHAT, 30).offered();
+        assert_eq!(offer.agent_id, "big");
+        assert_eq!(offer.decision.unwrap().passed_over[0].reason(), PassedOverReason::NoCapacity);
+    }
+}
