@@ -215,8 +215,13 @@ fn decide(out: &mut Emitter, command: &C) -> Result<(), Rejection> {
             }
             if let Some(agent) = state.agents.get(&profile.agent_id) {
                 for channel in channel::ALL {
-                    let capacity =
-                        profile.capacities.iter().filter(|c| c.channel() == channel).map(|c| c.max).next_back().unwrap_or(0);
+                    let capacity = profile
+                        .capacities
+                        .iter()
+                        .filter(|c| c.channel() == channel)
+                        .map(|c| c.max)
+                        .next_back()
+                        .unwrap_or(0);
                     if agent.load(channel) > capacity {
                         return Err(Rejection::Configuration(format!(
                             "agent {} holds {} {} conversations: capacity cannot drop to {capacity}",

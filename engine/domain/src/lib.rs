@@ -68,3 +68,6 @@ pub fn event_name(event: &switchboard_proto::v1::envelope::Event) -> &'static st
         E::AnnouncementPosted(_) => "AnnouncementPosted",
     }
 }
+
+#[cfg(test)]
+mod proptests;
