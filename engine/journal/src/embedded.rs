@@ -1,0 +1,753 @@
+//! The embedded journal: fsync'd segment files in one directory.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::format::{
+    check_segment_header, classify, contains_valid_frame, encode_frame, frame_crc, parse_frame_header, segment_header,
+    segment_path, temp_segment_path, EntryKind, FRAME_HEADER_LEN, LOCK_FILE, MAX_RECORD_BYTES, SEGMENT_HEADER_LEN,
+};
+use crate::{Journal, JournalError, Record, RecordIter};
+
+/// Large enough that a scan or replay is bounded by the disk, not by syscalls.
+const READ_BUFFER_BYTES: usize = 1 << 20;
+/// The append buffer is reused between batches; past this size it is freed
+/// after the batch so one huge batch does not pin its memory forever.
+const RETAINED_BUFFER_BYTES: usize = 16 << 20;
+
+/// Tuning for [`EmbeddedJournal::open`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalOptions {
+    /// A new segment is started before the next batch once the current one
+    /// has reached this many bytes. A batch is never split, so a segment can
+    /// exceed this by up to one batch. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Every `index_interval`-th record's position is kept in memory, so a
+    /// read from the middle of a segment skips at most this many frames.
+    /// Default 1024; 0 is treated as 1.
+    pub index_interval: u64,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions { segment_bytes: 64 * 1024 * 1024, index_interval: 1024 }
+    }
+}
+
+/// What opening a journal found and did, for the caller to log.
+///
+/// Its `Display` reads like "log ended with a torn record at offset 41: cut
+/// 37 bytes from …".
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// Whole valid records readable after opening (the next offset).
+    pub records: u64,
+    /// Segment files in use after opening.
+    pub segments: usize,
+    /// Bytes after the last whole record: cut by a writer, skipped by a
+    /// read-only open (which also counts later segments it did not read).
+    pub truncated_bytes: u64,
+    /// Offset of the first record lost to the damage, if there was any.
+    pub truncated_at_offset: Option<u64>,
+    /// Where the damage was and what was done about it.
+    pub damage: Option<Damage>,
+}
+
+/// Damage found at the end of the readable log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Torn tail (expected after a crash) or corruption (a read-only open
+    /// only: a writer refuses with [`JournalError::Corrupt`] instead).
+    pub kind: DamageKind,
+    /// Segment file holding the damage.
+    pub segment: PathBuf,
+    /// Byte position in that file where the first bad frame starts.
+    pub position: u64,
+    /// Offset the first bad frame would have had.
+    pub offset: u64,
+    /// What was wrong with it.
+    pub reason: &'static str,
+    /// Whether the file was truncated (writer) or left as is (read-only).
+    pub cut: bool,
+}
+
+/// How [`Damage`] was classified; see docs/journal-format.md, "Recovery".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamageKind {
+    /// A partly written last batch: nothing valid follows it, so it was
+    /// never acknowledged and is safe to cut.
+    TornTail,
+    /// Damage with valid records after it or in a non-last segment.
+    Corrupt,
+}
+
+impl fmt::Display for Recovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(damage) = &self.damage else {
+            let plural = if self.segments == 1 { "" } else { "s" };
+            return write!(f, "journal holds {} records in {} segment{plural}, no damage", self.records, self.segments);
+        };
+        let where_ = format!("{} at byte {} ({})", damage.segment.display(), damage.position, damage.reason);
+        match (damage.kind, damage.cut) {
+            (DamageKind::TornTail, true) => write!(
+                f,
+                "log ended with a torn record at offset {}: cut {} bytes from {where_}",
+                damage.offset, self.truncated_bytes
+            ),
+            (DamageKind::TornTail, false) => write!(
+                f,
+                "log ends with a torn record at offset {}: ignored {} bytes from {where_}; opened read-only, file left as is",
+                damage.offset, self.truncated_bytes
+            ),
+            (DamageKind::Corrupt, _) => write!(
+                f,
+                "log is corrupt at offset {}: reading stops at {where_}, {} bytes after it ignored; a writer will refuse to open it",
+                damage.offset, self.truncated_bytes
+            ),
+        }
+    }
+}
+
+/// The writer: the only handle that appends, holding `dir/LOCK` until dropped.
+#[derive(Debug)]
+pub struct EmbeddedJournal {
+    log: Log,
+    segment_bytes: u64,
+    active: File,
+    /// Reused frame buffer: a batch goes to disk as one write of this.
+    buf: Vec<u8>,
+    poisoned: bool,
+    /// Declared last so it is dropped (unlocked) after the segment file closes.
+    _lock: File,
+}
+
+/// A reader for replay and audit: takes no lock, never writes or truncates.
+///
+/// It sees the log as it was when opened. Pointed at a directory a writer is
+/// using, it may see records the writer has written but not yet fsync'd.
+#[derive(Debug)]
+pub struct ReadOnlyJournal {
+    log: Log,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Write,
+    ReadOnly,
+}
+
+/// The in-memory sparse index shared by the writer and read-only handles.
+#[derive(Debug)]
+struct Log {
+    dir: PathBuf,
+    segments: Vec<SegmentMeta>,
+    index_interval: u64,
+}
+
+#[derive(Debug, Clone)]
+struct SegmentMeta {
+    path: PathBuf,
+    base: u64,
+    records: u64,
+    /// Bytes up to the end of the last whole durable record.
+    len: u64,
+    /// `index[k]` is the byte position of record `base + k * index_interval`.
+    index: Vec<u64>,
+}
+
+impl SegmentMeta {
+    fn end_offset(&self) -> u64 {
+        self.base + self.records
+    }
+}
+
+impl EmbeddedJournal {
+    /// Opens (creating if missing) the journal in `dir` for writing.
+    ///
+    /// Takes `dir/LOCK` (a second writer gets [`JournalError::Locked`]),
+    /// cuts a torn tail left by a crash and reports it in the [`Recovery`],
+    /// and refuses with [`JournalError::Corrupt`] any damage that acknowledged
+    /// records may follow. Files not ending in `.log` are ignored.
+    pub fn open(dir: impl AsRef<Path>, options: JournalOptions) -> Result<(EmbeddedJournal, Recovery), JournalError> {
+        let dir = dir.as_ref().to_path_buf();
+        ensure_dir(&dir)?;
+        let lock = acquire_lock(&dir)?;
+        let listing = list_dir(&dir)?;
+        for temp in &listing.temps {
+            fs::remove_file(temp).map_err(JournalError::io("remove unfinished segment", temp))?;
+        }
+        if !listing.temps.is_empty() {
+            sync_dir(&dir)?;
+        }
+        let (mut log, mut recovery) = recover(dir, &listing.segments, Mode::Write, options.index_interval.max(1))?;
+        if log.segments.is_empty() {
+            log.segments.push(create_segment(&log.dir, 0)?);
+        }
+        let last = &log.segments.last().expect("one segment").path;
+        let active = open_for_append(last)?;
+        // A previous writer may have died between its write and its fsync,
+        // leaving records the scan saw in the page cache but not on disk.
+        // Make them durable before anyone replays them, along with any rename
+        // whose directory fsync was lost.
+        active.sync_data().map_err(JournalError::io("fsync", last))?;
+        sync_dir(&log.dir)?;
+        recovery.segments = log.segments.len();
+        Ok((
+            EmbeddedJournal {
+                log,
+                segment_bytes: options.segment_bytes,
+                active,
+                buf: Vec::new(),
+                poisoned: false,
+                _lock: lock,
+            },
+            recovery,
+        ))
+    }
+
+    /// Opens the journal in `dir` for reading only, for replay and audit.
+    ///
+    /// Never locks, writes or truncates. Reads up to the last whole valid
+    /// record: a torn tail is reported as by [`open`](Self::open) but left in
+    /// place, and corruption is reported (not refused) with reading stopping
+    /// just before it.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<(ReadOnlyJournal, Recovery), JournalError> {
+        let dir = dir.as_ref().to_path_buf();
+        match fs::metadata(&dir) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(JournalError::NotFound { dir });
+            }
+            Err(e) => return Err(JournalError::io("inspect", &dir)(e)),
+        }
+        let listing = list_dir(&dir)?;
+        let (log, mut recovery) =
+            recover(dir, &listing.segments, Mode::ReadOnly, JournalOptions::default().index_interval)?;
+        recovery.segments = log.segments.len();
+        Ok((ReadOnlyJournal { log }, recovery))
+    }
+
+    /// The journal's directory, e.g. to reopen it after dropping this handle.
+    pub fn dir(&self) -> &Path {
+        &self.log.dir
+    }
+
+    fn roll(&mut self) -> Result<(), JournalError> {
+        let meta = create_segment(&self.log.dir, self.log.next_offset())?;
+        self.active = open_for_append(&meta.path)?;
+        self.log.segments.push(meta);
+        Ok(())
+    }
+
+    fn poison(&mut self, err: JournalError) -> JournalError {
+        self.poisoned = true;
+        err
+    }
+}
+
+impl Journal for EmbeddedJournal {
+    fn append(&mut self, records: &[&[u8]]) -> Result<u64, JournalError> {
+        if self.poisoned {
+            return Err(JournalError::Poisoned { dir: self.log.dir.clone() });
+        }
+        let first = self.log.next_offset();
+        if records.is_empty() {
+            return Ok(first);
+        }
+        let mut batch_bytes = 0;
+        for record in records {
+            if record.len() > MAX_RECORD_BYTES {
+                return Err(JournalError::RecordTooLarge { len: record.len(), max: MAX_RECORD_BYTES });
+            }
+            batch_bytes += FRAME_HEADER_LEN + record.len();
+        }
+        let current = self.log.segments.last().expect("writer has a segment");
+        if current.records > 0 && current.len >= self.segment_bytes {
+            // A failed roll may have left a renamed-in segment the in-memory
+            // state does not know about; writing on would put records under
+            // the wrong base offset.
+            if let Err(e) = self.roll() {
+                return Err(self.poison(e));
+            }
+        }
+
+        let interval = self.log.index_interval;
+        let segment = self.log.segments.last().expect("writer has a segment");
+        let mut new_index = Vec::new();
+        let mut position = segment.len;
+        self.buf.clear();
+        self.buf.reserve(batch_bytes);
+        for (i, record) in records.iter().enumerate() {
+            if (segment.records + i as u64).is_multiple_of(interval) {
+                new_index.push(position);
+            }
+            encode_frame(&mut self.buf, record);
+            position += (FRAME_HEADER_LEN + record.len()) as u64;
+        }
+
+        // One write and one fdatasync per batch: the whole point of batching.
+        let write = self
+            .active
+            .write_all(&self.buf)
+            .map_err(JournalError::io("write", &segment.path))
+            .and_then(|()| self.active.sync_data().map_err(JournalError::io("fsync", &segment.path)));
+        if let Err(e) = write {
+            // After a failed fsync the page cache may have dropped our pages
+            // while the file still looks whole; only a reopen's scan is trustworthy.
+            let _ = self.active.set_len(segment.len);
+            return Err(self.poison(e));
+        }
+
+        let segment = self.log.segments.last_mut().expect("writer has a segment");
+        segment.records += records.len() as u64;
+        segment.len = position;
+        segment.index.extend(new_index);
+        if self.buf.capacity() > RETAINED_BUFFER_BYTES {
+            self.buf = Vec::new();
+        }
+        Ok(first)
+    }
+
+    fn next_offset(&self) -> u64 {
+        self.log.next_offset()
+    }
+
+    fn read_from(&self, offset: u64) -> Result<RecordIter, JournalError> {
+        self.log.read_from(offset)
+    }
+}
+
+impl ReadOnlyJournal {
+    /// One past the last readable record, i.e. the number of readable records.
+    pub fn next_offset(&self) -> u64 {
+        self.log.next_offset()
+    }
+
+    /// Reads the records from `offset` on, with the same contract as
+    /// [`Journal::read_from`].
+    pub fn read_from(&self, offset: u64) -> Result<RecordIter, JournalError> {
+        self.log.read_from(offset)
+    }
+
+    /// The journal's directory.
+    pub fn dir(&self) -> &Path {
+        &self.log.dir
+    }
+}
+
+impl Log {
+    fn next_offset(&self) -> u64 {
+        self.segments.last().map_or(0, SegmentMeta::end_offset)
+    }
+
+    fn read_from(&self, offset: u64) -> Result<RecordIter, JournalError> {
+        let next_offset = self.next_offset();
+        if offset > next_offset {
+            return Err(JournalError::OffsetOutOfRange { offset, next_offset });
+        }
+        if offset == next_offset {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        // Segments are contiguous from 0 and offset < next_offset, so some
+        // segment holds it.
+        let at = self.segments.partition_point(|s| s.base <= offset) - 1;
+        let segment = &self.segments[at];
+        let k = (offset - segment.base) / self.index_interval;
+        let cursor = Cursor::open(
+            &segment.path,
+            segment.index[k as usize],
+            segment.base + k * self.index_interval,
+            segment.end_offset(),
+        )?;
+        let later: Vec<_> = self.segments[at + 1..].iter().map(|s| (s.path.clone(), s.base, s.end_offset())).collect();
+        Ok(Box::new(Reader { later: later.into_iter(), cursor: Some(cursor), want: offset, done: false }))
+    }
+}
+
+/// Reads frames from a snapshot of the segment list.
+struct Reader {
+    later: std::vec::IntoIter<(PathBuf, u64, u64)>,
+    cursor: Option<Cursor>,
+    /// Frames before this offset are skipped (the index is sparse).
+    want: u64,
+    done: bool,
+}
+
+struct Cursor {
+    reader: BufReader<File>,
+    path: PathBuf,
+    position: u64,
+    offset: u64,
+    end_offset: u64,
+}
+
+impl Cursor {
+    fn open(path: &Path, position: u64, offset: u64, end_offset: u64) -> Result<Cursor, JournalError> {
+        let mut file = File::open(path).map_err(JournalError::io("open", path))?;
+        file.seek(SeekFrom::Start(position)).map_err(JournalError::io("seek in", path))?;
+        Ok(Cursor {
+            reader: BufReader::with_capacity(READ_BUFFER_BYTES, file),
+            path: path.to_path_buf(),
+            position,
+            offset,
+            end_offset,
+        })
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), JournalError> {
+        self.reader.read_exact(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                self.corrupt(
+                    "segment is shorter than when the journal was opened (was it truncated by another process?)",
+                )
+            } else {
+                JournalError::io("read", &self.path)(e)
+            }
+        })
+    }
+
+    fn corrupt(&self, reason: &'static str) -> JournalError {
+        JournalError::Corrupt { segment: self.path.clone(), position: self.position, offset: self.offset, reason }
+    }
+}
+
+impl Reader {
+    fn advance(&mut self) -> Result<Option<Record>, JournalError> {
+        loop {
+            if self.cursor.is_none() {
+                let Some((path, base, end_offset)) = self.later.next() else {
+                    return Ok(None);
+                };
+                self.cursor = Some(Cursor::open(&path, SEGMENT_HEADER_LEN, base, end_offset)?);
+            }
+            let cursor = self.cursor.as_mut().expect("cursor just set");
+            if cursor.offset == cursor.end_offset {
+                self.cursor = None;
+                continue;
+            }
+            let mut header = [0u8; FRAME_HEADER_LEN];
+            cursor.read_exact(&mut header)?;
+            let (len, crc) = parse_frame_header(&header);
+            if len as usize > MAX_RECORD_BYTES {
+                return Err(cursor.corrupt("frame length exceeds the record limit"));
+            }
+            let frame_len = (FRAME_HEADER_LEN + len as usize) as u64;
+            if cursor.offset < self.want {
+                cursor.reader.seek_relative(i64::from(len)).map_err(JournalError::io("seek in", &cursor.path))?;
+            } else {
+                let mut payload = vec![0u8; len as usize];
+                cursor.read_exact(&mut payload)?;
+                // Checked again on read: the disk may have rotted since open.
+                if frame_crc(len.to_le_bytes(), &payload) != crc {
+                    return Err(cursor.corrupt("frame checksum mismatch"));
+                }
+                let offset = cursor.offset;
+                cursor.offset += 1;
+                cursor.position += frame_len;
+                return Ok(Some((offset, payload)));
+            }
+            cursor.offset += 1;
+            cursor.position += frame_len;
+        }
+    }
+}
+
+impl Iterator for Reader {
+    type Item = Result<Record, JournalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.advance() {
+            Ok(Some(record)) => Some(Ok(record)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+struct Listing {
+    /// Sorted by base offset.
+    segments: Vec<(u64, PathBuf)>,
+    temps: Vec<PathBuf>,
+}
+
+fn list_dir(dir: &Path) -> Result<Listing, JournalError> {
+    let mut listing = Listing { segments: Vec::new(), temps: Vec::new() };
+    let entries = fs::read_dir(dir).map_err(JournalError::io("list", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(JournalError::io("list", dir))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        match classify(&name) {
+            EntryKind::Segment(base) => listing.segments.push((base, entry.path())),
+            EntryKind::Temp => listing.temps.push(entry.path()),
+            EntryKind::Malformed => return Err(JournalError::StrayFile { path: entry.path() }),
+            EntryKind::Other => {}
+        }
+    }
+    listing.segments.sort_unstable_by_key(|(base, _)| *base);
+    Ok(listing)
+}
+
+struct Problem {
+    kind: DamageKind,
+    segment: PathBuf,
+    position: u64,
+    offset: u64,
+    reason: &'static str,
+    /// Bytes of that segment from `position` on.
+    bytes: u64,
+}
+
+/// Scans every segment, building the index and deciding what to do with damage.
+fn recover(
+    dir: PathBuf,
+    segments: &[(u64, PathBuf)],
+    mode: Mode,
+    index_interval: u64,
+) -> Result<(Log, Recovery), JournalError> {
+    let mut log = Log { dir, segments: Vec::with_capacity(segments.len()), index_interval };
+    let mut recovery =
+        Recovery { records: 0, segments: 0, truncated_bytes: 0, truncated_at_offset: None, damage: None };
+    for (i, (base, path)) in segments.iter().enumerate() {
+        let expected = log.next_offset();
+        let is_last = i + 1 == segments.len();
+        let problem = if *base != expected {
+            Problem {
+                kind: DamageKind::Corrupt,
+                segment: path.clone(),
+                position: 0,
+                offset: expected,
+                reason: if *base > expected {
+                    "segment starts after the previous one ends, so records are missing"
+                } else {
+                    "segment overlaps the previous one"
+                },
+                bytes: file_len(path)?,
+            }
+        } else {
+            let scan = scan_segment(path, *base, index_interval)?;
+            let Some(bad) = scan.bad else {
+                log.segments.push(scan.meta);
+                continue;
+            };
+            let torn = bad.position > 0 && is_last && !valid_frame_after(path, bad.position, scan.file_len)?;
+            let offset = scan.meta.end_offset();
+            if bad.position > 0 {
+                log.segments.push(scan.meta);
+            }
+            Problem {
+                kind: if torn { DamageKind::TornTail } else { DamageKind::Corrupt },
+                segment: path.clone(),
+                position: bad.position,
+                offset,
+                reason: bad.reason,
+                bytes: scan.file_len - bad.position,
+            }
+        };
+
+        let mut truncated_bytes = problem.bytes;
+        let cut = match (problem.kind, mode) {
+            (DamageKind::Corrupt, Mode::Write) => {
+                return Err(JournalError::Corrupt {
+                    segment: problem.segment,
+                    position: problem.position,
+                    offset: problem.offset,
+                    reason: problem.reason,
+                });
+            }
+            (DamageKind::Corrupt, Mode::ReadOnly) => {
+                for (_, later) in &segments[i + 1..] {
+                    truncated_bytes += file_len(later)?;
+                }
+                false
+            }
+            (DamageKind::TornTail, Mode::Write) => {
+                truncate(&problem.segment, problem.position)?;
+                sync_dir(&log.dir)?;
+                true
+            }
+            (DamageKind::TornTail, Mode::ReadOnly) => false,
+        };
+        recovery.truncated_bytes = truncated_bytes;
+        recovery.truncated_at_offset = Some(problem.offset);
+        recovery.damage = Some(Damage {
+            kind: problem.kind,
+            segment: problem.segment,
+            position: problem.position,
+            offset: problem.offset,
+            reason: problem.reason,
+            cut,
+        });
+        break;
+    }
+    recovery.records = log.next_offset();
+    Ok((log, recovery))
+}
+
+struct BadFrame {
+    /// 0 when the segment header itself is bad.
+    position: u64,
+    reason: &'static str,
+}
+
+struct SegmentScan {
+    meta: SegmentMeta,
+    file_len: u64,
+    bad: Option<BadFrame>,
+}
+
+/// Reads a segment frame by frame, stopping at the first bad frame.
+fn scan_segment(path: &Path, base: u64, index_interval: u64) -> Result<SegmentScan, JournalError> {
+    let file = File::open(path).map_err(JournalError::io("open", path))?;
+    let file_len = file.metadata().map_err(JournalError::io("inspect", path))?.len();
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
+    let mut meta = SegmentMeta { path: path.to_path_buf(), base, records: 0, len: 0, index: Vec::new() };
+    let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+    let got = read_up_to(&mut reader, &mut header, path)?;
+    if let Err(reason) = check_segment_header(&header[..got], base) {
+        let bad = Some(BadFrame { position: 0, reason });
+        return Ok(SegmentScan { meta, file_len, bad });
+    }
+
+    let mut position = SEGMENT_HEADER_LEN;
+    let mut payload = Vec::new();
+    let bad = loop {
+        let mut frame_header = [0u8; FRAME_HEADER_LEN];
+        let got = read_up_to(&mut reader, &mut frame_header, path)?;
+        if got == 0 {
+            break None;
+        }
+        if got < FRAME_HEADER_LEN {
+            break Some("incomplete frame header");
+        }
+        let (len, crc) = parse_frame_header(&frame_header);
+        if len as usize > MAX_RECORD_BYTES {
+            break Some("frame length exceeds the record limit");
+        }
+        let end = position + (FRAME_HEADER_LEN + len as usize) as u64;
+        if end > file_len {
+            break Some("frame extends past the end of the file");
+        }
+        payload.resize(len as usize, 0);
+        reader.read_exact(&mut payload).map_err(JournalError::io("read", path))?;
+        if frame_crc(len.to_le_bytes(), &payload) != crc {
+            break Some("frame checksum mismatch");
+        }
+        if meta.records.is_multiple_of(index_interval) {
+            meta.index.push(position);
+        }
+        meta.records += 1;
+        position = end;
+    };
+    meta.len = position;
+    Ok(SegmentScan { meta, file_len, bad: bad.map(|reason| BadFrame { position, reason }) })
+}
+
+/// Whether a whole valid frame starts anywhere after the bad frame at `position`.
+fn valid_frame_after(path: &Path, position: u64, file_len: u64) -> Result<bool, JournalError> {
+    let mut file = File::open(path).map_err(JournalError::io("open", path))?;
+    file.seek(SeekFrom::Start(position + 1)).map_err(JournalError::io("seek in", path))?;
+    let mut rest = Vec::with_capacity(file_len.saturating_sub(position + 1) as usize);
+    file.read_to_end(&mut rest).map_err(JournalError::io("read", path))?;
+    Ok(contains_valid_frame(&rest))
+}
+
+/// Like `read_exact`, but a short read at end of file is an answer, not an error.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8], path: &Path) -> Result<usize, JournalError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(JournalError::io("read", path)(e)),
+        }
+    }
+    Ok(filled)
+}
+
+fn file_len(path: &Path) -> Result<u64, JournalError> {
+    Ok(fs::metadata(path).map_err(JournalError::io("inspect", path))?.len())
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), JournalError> {
+    let file = OpenOptions::new().write(true).open(path).map_err(JournalError::io("open", path))?;
+    file.set_len(len).map_err(JournalError::io("truncate", path))?;
+    file.sync_all().map_err(JournalError::io("fsync", path))
+}
+
+/// Creates an empty segment atomically: header written and fsync'd under a
+/// temporary name, renamed into place, directory fsync'd.
+fn create_segment(dir: &Path, base: u64) -> Result<SegmentMeta, JournalError> {
+    let temp = temp_segment_path(dir, base);
+    let path = segment_path(dir, base);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)
+        .map_err(JournalError::io("create", &temp))?;
+    file.write_all(&segment_header(base)).map_err(JournalError::io("write", &temp))?;
+    file.sync_all().map_err(JournalError::io("fsync", &temp))?;
+    fs::rename(&temp, &path).map_err(JournalError::io("rename into place", &temp))?;
+    sync_dir(dir)?;
+    Ok(SegmentMeta { path, base, records: 0, len: SEGMENT_HEADER_LEN, index: Vec::new() })
+}
+
+fn open_for_append(path: &Path) -> Result<File, JournalError> {
+    OpenOptions::new().append(true).open(path).map_err(JournalError::io("open for append", path))
+}
+
+/// Makes a directory entry change (new or truncated file) itself durable.
+fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    #[cfg(unix)]
+    {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(JournalError::io("fsync directory", dir))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), JournalError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(JournalError::io("create directory", dir))?;
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    sync_dir(parent)
+}
+
+fn acquire_lock(dir: &Path) -> Result<File, JournalError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(JournalError::io("open lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(JournalError::Locked { dir: dir.to_path_buf() }),
+        Err(TryLockError::Error(e)) => Err(JournalError::io("lock", &path)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,451 @@
+use super::*;
+use crate::conformance;
+use proptest::prelude::*;
+use tempfile::TempDir;
+
+fn open(dir: &Path) -> (EmbeddedJournal, Recovery) {
+    EmbeddedJournal::open(dir, JournalOptions::default()).expect("open")
+}
+
+/// Small enough that a handful of records spans several segments.
+fn tiny() -> JournalOptions {
+    JournalOptions { segment_bytes: 100, index_interval: 3 }
+}
+
+fn sample(count: usize) -> Vec<Vec<u8>> {
+    (0..count).map(|i| (0..10 + 3 * i).map(|j| (i * 17 + j) as u8).collect()).collect()
+}
+
+fn append_each(journal: &mut EmbeddedJournal, records: &[Vec<u8>]) {
+    for record in records {
+        journal.append(&[record]).expect("append");
+    }
+}
+
+fn collect(iter: RecordIter) -> Vec<Vec<u8>> {
+    iter.map(|r| r.expect("record").1).collect()
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| matches!(classify(p.file_name().unwrap().to_str().unwrap()), EntryKind::Segment(_)))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Byte position of each frame in a single segment holding `records`, plus the end.
+fn frame_positions(records: &[Vec<u8>]) -> Vec<u64> {
+    let mut positions = vec![SEGMENT_HEADER_LEN];
+    for record in records {
+        let last = *positions.last().unwrap();
+        positions.push(last + (FRAME_HEADER_LEN + record.len()) as u64);
+    }
+    positions
+}
+
+fn copy_dir(from: &Path) -> TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.path().join(entry.file_name())).unwrap();
+    }
+    to
+}
+
+fn cut(path: &Path, len: u64) {
+    OpenOptions::new().write(true).open(path).unwrap().set_len(len).unwrap();
+}
+
+fn flip_bit(path: &Path, position: u64, bit: u8) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[position as usize] ^= 1 << bit;
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn embedded_journal_passes_the_conformance_suite() {
+    for options in [JournalOptions::default(), tiny()] {
+        let mut dirs = Vec::new();
+        conformance::run_all(|previous: Option<EmbeddedJournal>| {
+            let dir = match previous {
+                Some(journal) => journal.dir().to_path_buf(),
+                None => {
+                    dirs.push(tempfile::tempdir().unwrap());
+                    dirs.last().unwrap().path().to_path_buf()
+                }
+            };
+            EmbeddedJournal::open(dir, options.clone()).expect("open").0
+        });
+    }
+}
+
+#[test]
+fn crash_inside_the_last_two_records_keeps_exactly_the_whole_records_before_the_cut() {
+    // given a journal of 8 acknowledged records in one segment
+    let original = tempfile::tempdir().unwrap();
+    let records = sample(8);
+    {
+        let (mut journal, _) = open(original.path());
+        append_each(&mut journal, &records);
+    }
+    let positions = frame_positions(&records);
+    let segment_name = segment_files(original.path())[0].file_name().unwrap().to_owned();
+
+    for at in positions[6]..=positions[8] {
+        // when the file is cut at that byte (as a crash mid-write leaves it)
+        let dir = copy_dir(original.path());
+        let segment = dir.path().join(&segment_name);
+        cut(&segment, at);
+        let whole = positions.iter().rposition(|&p| p <= at).unwrap();
+        let torn = at - positions[whole];
+
+        // then a read-only open sees the whole records, reports the tail and changes nothing
+        let (reader, seen) = EmbeddedJournal::open_read_only(dir.path()).unwrap();
+        assert_eq!(reader.next_offset(), whole as u64, "read-only, cut at {at}");
+        assert_eq!(seen.truncated_bytes, torn);
+        assert_eq!(fs::metadata(&segment).unwrap().len(), at);
+
+        // and a writer keeps exactly those records and reports the cut
+        let (mut journal, recovery) = open(dir.path());
+        assert_eq!(recovery.records, whole as u64, "cut at {at}");
+        assert_eq!(recovery.truncated_bytes, torn, "cut at {at}");
+        if torn == 0 {
+            assert_eq!(recovery.truncated_at_offset, None);
+            assert_eq!(recovery.damage, None);
+        } else {
+            assert_eq!(recovery.truncated_at_offset, Some(whole as u64));
+            let damage = recovery.damage.clone().unwrap();
+            assert_eq!((damage.kind, damage.cut), (DamageKind::TornTail, true));
+            assert_eq!(damage.position, positions[whole]);
+        }
+        assert_eq!(fs::metadata(&segment).unwrap().len(), positions[whole]);
+
+        // and new appends go right after them and read back
+        assert_eq!(journal.append(&[b"after the crash"]).unwrap(), whole as u64);
+        let mut expected = records[..whole].to_vec();
+        expected.push(b"after the crash".to_vec());
+        assert_eq!(collect(journal.read_from(0).unwrap()), expected);
+        drop(journal);
+        let (journal, recovery) = open(dir.path());
+        assert_eq!(recovery.damage, None);
+        assert_eq!(collect(journal.read_from(0).unwrap()), expected);
+    }
+}
+
+#[test]
+fn flipped_bit_anywhere_in_the_last_record_is_cut_as_a_torn_tail() {
+    let records = sample(5);
+    let positions = frame_positions(&records);
+    // length field, checksum field, payload
+    for position in [positions[4], positions[4] + 5, positions[4] + 9] {
+        // given a journal whose last record has one flipped bit
+        let dir = tempfile::tempdir().unwrap();
+        append_each(&mut open(dir.path()).0, &records);
+        let segment = &segment_files(dir.path())[0];
+        flip_bit(segment, position, 1);
+
+        // when it is opened
+        let (journal, recovery) = open(dir.path());
+
+        // then the last record is cut as a torn tail and the rest is intact
+        assert_eq!(recovery.truncated_at_offset, Some(4), "flip at {position}");
+        assert_eq!(recovery.damage.unwrap().kind, DamageKind::TornTail);
+        assert_eq!(collect(journal.read_from(0).unwrap()), records[..4].to_vec());
+    }
+}
+
+#[test]
+fn flipped_bit_in_a_middle_record_refuses_to_open_and_destroys_nothing() {
+    let records = sample(5);
+    let positions = frame_positions(&records);
+    // payload bit, and the length's top bit (a frame claiming 2 GiB)
+    for (position, bit) in [(positions[2] + 10, 0), (positions[2] + 3, 7)] {
+        // given a journal whose record 2 of 5 has one flipped bit
+        let dir = tempfile::tempdir().unwrap();
+        append_each(&mut open(dir.path()).0, &records);
+        let segment = segment_files(dir.path())[0].clone();
+        flip_bit(&segment, position, bit);
+        let before = fs::read(&segment).unwrap();
+
+        // when a writer opens it, then it is refused, naming where
+        match EmbeddedJournal::open(dir.path(), JournalOptions::default()) {
+            Err(JournalError::Corrupt { segment: s, position: p, offset, .. }) => {
+                assert_eq!((s, p, offset), (segment.clone(), positions[2], 2));
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        // and the file is unchanged
+        assert_eq!(fs::read(&segment).unwrap(), before);
+
+        // and a read-only open reads up to the corruption and reports it
+        let (reader, recovery) = EmbeddedJournal::open_read_only(dir.path()).unwrap();
+        assert_eq!(collect(reader.read_from(0).unwrap()), records[..2].to_vec());
+        let damage = recovery.damage.clone().unwrap();
+        assert_eq!((damage.kind, damage.offset, damage.cut), (DamageKind::Corrupt, 2, false));
+        assert_eq!(recovery.truncated_bytes, before.len() as u64 - positions[2]);
+        assert!(recovery.to_string().contains("corrupt at offset 2"));
+        assert_eq!(fs::read(&segment).unwrap(), before);
+    }
+}
+
+#[test]
+fn damage_at_the_end_of_a_non_last_segment_is_corruption_not_a_torn_tail() {
+    // given records spread over several segments
+    let dir = tempfile::tempdir().unwrap();
+    let records = sample(12);
+    append_each(&mut EmbeddedJournal::open(dir.path(), tiny()).unwrap().0, &records);
+    let segments = segment_files(dir.path());
+    assert!(segments.len() > 2);
+
+    // when the first segment loses its last byte
+    let len = fs::metadata(&segments[0]).unwrap().len();
+    cut(&segments[0], len - 1);
+
+    // then a writer refuses, and a read-only open stops there
+    let err = EmbeddedJournal::open(dir.path(), tiny()).unwrap_err();
+    assert!(matches!(err, JournalError::Corrupt { ref segment, .. } if *segment == segments[0]));
+    let (reader, recovery) = EmbeddedJournal::open_read_only(dir.path()).unwrap();
+    assert_eq!(recovery.damage.unwrap().kind, DamageKind::Corrupt);
+    assert!(reader.next_offset() < records.len() as u64);
+}
+
+#[test]
+fn a_missing_middle_segment_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    append_each(&mut EmbeddedJournal::open(dir.path(), tiny()).unwrap().0, &sample(12));
+    let segments = segment_files(dir.path());
+    fs::remove_file(&segments[1]).unwrap();
+    let err = EmbeddedJournal::open(dir.path(), tiny()).unwrap_err();
+    assert!(matches!(err, JournalError::Corrupt { ref segment, position: 0, .. } if *segment == segments[2]));
+    assert!(err.to_string().contains("records are missing"));
+}
+
+#[test]
+fn a_segment_with_a_foreign_header_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    append_each(&mut open(dir.path()).0, &sample(2));
+    flip_bit(&segment_files(dir.path())[0], 0, 0);
+    let err = EmbeddedJournal::open(dir.path(), JournalOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("wrong magic"), "{err}");
+}
+
+#[test]
+fn empty_directory_opens_as_an_empty_journal_with_one_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, recovery) = open(dir.path());
+    assert_eq!(journal.next_offset(), 0);
+    assert_eq!((recovery.records, recovery.segments, &recovery.damage), (0, 1, &None));
+    assert_eq!(segment_files(dir.path()), vec![dir.path().join("00000000000000000000.log")]);
+    assert_eq!(recovery.to_string(), "journal holds 0 records in 1 segment, no damage");
+}
+
+#[test]
+fn missing_directory_is_created_for_a_writer_but_not_found_for_a_reader() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("a/b/journal");
+    let err = EmbeddedJournal::open_read_only(&dir).unwrap_err();
+    assert!(matches!(err, JournalError::NotFound { .. }));
+    let (mut journal, _) = open(&dir);
+    journal.append(&[b"x"]).unwrap();
+    assert!(dir.is_dir());
+}
+
+#[test]
+fn stray_files_are_ignored_but_a_misnamed_log_file_is_refused() {
+    // given a journal directory with notes and an editor swap file
+    let dir = tempfile::tempdir().unwrap();
+    append_each(&mut open(dir.path()).0, &sample(3));
+    fs::write(dir.path().join("README.txt"), "ops notes").unwrap();
+    fs::write(dir.path().join(".00000000000000000000.log.swp"), "x").unwrap();
+    // then they are ignored
+    let (journal, recovery) = open(dir.path());
+    assert_eq!((journal.next_offset(), recovery.damage), (3, None));
+    drop(journal);
+
+    // given a .log file that is not a segment name (maybe a renamed segment)
+    fs::write(dir.path().join("backup.log"), "x").unwrap();
+    // then both opens refuse, naming it
+    let err = EmbeddedJournal::open(dir.path(), JournalOptions::default()).unwrap_err();
+    assert!(matches!(err, JournalError::StrayFile { ref path } if path.ends_with("backup.log")));
+    assert!(EmbeddedJournal::open_read_only(dir.path()).is_err());
+}
+
+#[test]
+fn an_unfinished_segment_from_a_crashed_roll_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    append_each(&mut open(dir.path()).0, &sample(2));
+    let temp = temp_segment_path(dir.path(), 2);
+    fs::write(&temp, b"SWBD").unwrap();
+    let (journal, recovery) = open(dir.path());
+    assert_eq!((journal.next_offset(), recovery.damage), (2, None));
+    assert!(!temp.exists());
+}
+
+#[test]
+fn second_writer_is_refused_until_the_first_is_dropped() {
+    // given a writer
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = open(dir.path());
+
+    // when a second writer opens the same directory, then it is refused
+    let err = EmbeddedJournal::open(dir.path(), JournalOptions::default()).unwrap_err();
+    assert!(matches!(err, JournalError::Locked { ref dir } if dir.as_path() == first.dir()));
+    // and a read-only open is still allowed
+    EmbeddedJournal::open_read_only(dir.path()).unwrap();
+
+    // when the first is dropped, then the lock is released
+    drop(first);
+    open(dir.path());
+}
+
+#[test]
+fn segments_roll_at_the_configured_size_and_reads_cross_their_boundaries() {
+    // given tiny segments and a sparse index every 3 records
+    let dir = tempfile::tempdir().unwrap();
+    let records = sample(30);
+    let (mut journal, _) = EmbeddedJournal::open(dir.path(), tiny()).unwrap();
+    append_each(&mut journal, &records[..20]);
+    let slices: Vec<&[u8]> = records[20..].iter().map(Vec::as_slice).collect();
+    journal.append(&slices).unwrap();
+
+    // then every segment but the last reached the size, and names are base offsets
+    let segments = segment_files(dir.path());
+    assert!(segments.len() >= 6, "{segments:?}");
+    for segment in &segments[..segments.len() - 1] {
+        assert!(fs::metadata(segment).unwrap().len() >= 100);
+    }
+    // a batch is never split across segments
+    assert_eq!(*segments.last().unwrap(), dir.path().join("00000000000000000020.log"));
+
+    // and reads from every offset cross boundaries correctly, before and after reopen
+    let reads_every_offset = |journal: &EmbeddedJournal| {
+        for from in 0..=records.len() {
+            let read: Vec<Record> = journal.read_from(from as u64).unwrap().map(Result::unwrap).collect();
+            let expected: Vec<Record> = (from as u64..).zip(records[from..].to_vec()).collect();
+            assert_eq!(read, expected, "from {from}");
+        }
+    };
+    reads_every_offset(&journal);
+    drop(journal);
+    let (journal, recovery) = EmbeddedJournal::open(dir.path(), tiny()).unwrap();
+    assert_eq!((recovery.segments, recovery.damage), (segments.len(), None));
+    reads_every_offset(&journal);
+    drop(journal);
+    let (reader, recovery) = EmbeddedJournal::open_read_only(dir.path()).unwrap();
+    assert_eq!(recovery.segments, segments.len());
+    assert_eq!(collect(reader.read_from(13).unwrap()), records[13..].to_vec());
+}
+
+#[test]
+fn reading_past_the_end_reports_where_the_journal_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = open(dir.path());
+    append_each(&mut journal, &sample(2));
+    let err = journal.read_from(5).err().unwrap();
+    assert!(matches!(err, JournalError::OffsetOutOfRange { offset: 5, next_offset: 2 }));
+}
+
+#[test]
+fn a_reader_stops_with_an_error_at_a_record_corrupted_after_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = sample(3);
+    let (mut journal, _) = open(dir.path());
+    append_each(&mut journal, &records);
+    flip_bit(&segment_files(dir.path())[0], frame_positions(&records)[1] + 9, 0);
+    let mut iter = journal.read_from(0).unwrap();
+    assert_eq!(iter.next().unwrap().unwrap().1, records[0]);
+    assert!(matches!(iter.next(), Some(Err(JournalError::Corrupt { offset: 1, .. }))));
+    assert!(iter.next().is_none());
+}
+
+#[test]
+fn recovery_message_names_offset_and_bytes_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = sample(3);
+    append_each(&mut open(dir.path()).0, &records);
+    let segment = &segment_files(dir.path())[0];
+    cut(segment, fs::metadata(segment).unwrap().len() - 3);
+    let (_, recovery) = open(dir.path());
+    let message = recovery.to_string();
+    let expected_cut = FRAME_HEADER_LEN + records[2].len() - 3;
+    assert!(
+        message.starts_with(&format!("log ended with a torn record at offset 2: cut {expected_cut} bytes from ")),
+        "{message}"
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<Vec<u8>>),
+    Reopen,
+    ReadFrom(prop::sample::Index),
+    /// Truncate the last segment somewhere after its header, then reopen.
+    Crash(prop::sample::Index),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..5).prop_map(Op::Append),
+        1 => Just(Op::Reopen),
+        2 => any::<prop::sample::Index>().prop_map(Op::ReadFrom),
+        2 => any::<prop::sample::Index>().prop_map(Op::Crash),
+    ]
+}
+
+fn check_equals_model(journal: &EmbeddedJournal, model: &[Vec<u8>]) {
+    assert_eq!(journal.next_offset(), model.len() as u64);
+    assert_eq!(collect(journal.read_from(0).unwrap()), model);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn journal_always_equals_the_durable_prefix_of_a_model(ops in prop::collection::vec(op(), 1..25)) {
+        let options = JournalOptions { segment_bytes: 120, index_interval: 2 };
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = EmbeddedJournal::open(dir.path(), options.clone()).unwrap();
+        let mut model: Vec<Vec<u8>> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Append(batch) => {
+                    let slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+                    prop_assert_eq!(journal.append(&slices).unwrap(), model.len() as u64);
+                    model.extend(batch);
+                }
+                Op::Reopen => {
+                    drop(journal);
+                    let recovery;
+                    (journal, recovery) = EmbeddedJournal::open(dir.path(), options.clone()).unwrap();
+                    prop_assert_eq!(recovery.damage, None);
+                }
+                Op::ReadFrom(index) => {
+                    let from = index.index(model.len() + 1);
+                    let read = collect(journal.read_from(from as u64).unwrap());
+                    prop_assert_eq!(&read[..], &model[from..]);
+                }
+                Op::Crash(index) => {
+                    drop(journal);
+                    let last = segment_files(dir.path()).pop().unwrap();
+                    let name = last.file_name().unwrap().to_str().unwrap();
+                    let EntryKind::Segment(base) = classify(name) else { unreachable!() };
+                    let positions = frame_positions(&model[base as usize..]);
+                    let end = *positions.last().unwrap();
+                    let at = SEGMENT_HEADER_LEN + index.index((end - SEGMENT_HEADER_LEN + 1) as usize) as u64;
+                    cut(&last, at);
+                    let whole = positions.iter().rposition(|&p| p <= at).unwrap();
+                    let recovery;
+                    (journal, recovery) = EmbeddedJournal::open(dir.path(), options.clone()).unwrap();
+                    let torn = at - positions[whole];
+                    prop_assert_eq!(recovery.truncated_bytes, torn);
+                    prop_assert_eq!(recovery.truncated_at_offset.is_some(), torn > 0);
+                    model.truncate(base as usize + whole);
+                }
+            }
+            check_equals_model(&journal, &model);
+        }
+    }
+}
