@@ -21,6 +21,7 @@ pub fn run_all<J: Journal>(mut factory: impl FnMut(Option<J>) -> J) {
     reads_start_at_any_offset(&mut factory);
     empty_batch_is_a_no_op(&mut factory);
     large_record_round_trips(&mut factory);
+    multi_record_batches_read_back_whole_and_in_order(&mut factory);
     reopen_sees_every_acknowledged_record(&mut factory);
     reading_past_the_end_is_an_error(&mut factory);
 }
@@ -107,6 +108,24 @@ pub fn large_record_round_trips<J: Journal>(factory: &mut impl FnMut(Option<J>) 
     append(&mut journal, &records);
     assert_eq!(read_all(&journal, 0), numbered(0, &records));
     assert_eq!(read_all(&journal, 1), numbered(1, &records[1..]));
+}
+
+/// Given batches of several records, when read back (also after a reopen and
+/// from an offset inside a batch), then every record of every batch is there,
+/// in the order it was appended.
+pub fn multi_record_batches_read_back_whole_and_in_order<J: Journal>(factory: &mut impl FnMut(Option<J>) -> J) {
+    let mut journal = factory(None);
+    let batches: Vec<Vec<Vec<u8>>> =
+        [3usize, 1, 4, 2].iter().enumerate().map(|(b, &n)| (0..n).map(|r| vec![b as u8, r as u8]).collect()).collect();
+    for batch in &batches {
+        append(&mut journal, batch);
+    }
+    let expected = numbered(0, &batches.concat());
+    assert_eq!(read_all(&journal, 0), expected);
+    let journal = factory(Some(journal));
+    assert_eq!(journal.next_offset(), 10, "every record of every acknowledged batch survives a reopen");
+    assert_eq!(read_all(&journal, 0), expected);
+    assert_eq!(read_all(&journal, 5), expected[5..].to_vec(), "read_from inside a batch");
 }
 
 /// Given acknowledged appends, when the journal is closed and reopened, then

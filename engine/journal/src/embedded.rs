@@ -6,8 +6,8 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::format::{
-    check_segment_header, classify, contains_valid_frame, encode_frame, frame_crc, parse_frame_header, segment_header,
-    segment_path, temp_segment_path, EntryKind, FRAME_HEADER_LEN, LOCK_FILE, MAX_RECORD_BYTES, SEGMENT_HEADER_LEN,
+    check_segment_header, classify, contains_valid_frame, encode_frame, segment_header, segment_path,
+    temp_segment_path, EntryKind, FrameHeader, FRAME_HEADER_LEN, LOCK_FILE, MAX_RECORD_BYTES, SEGMENT_HEADER_LEN,
 };
 use crate::{Journal, JournalError, Record, RecordIter};
 
@@ -38,37 +38,54 @@ impl Default for JournalOptions {
 
 /// What opening a journal found and did, for the caller to log.
 ///
-/// Its `Display` reads like "log ended with a torn record at offset 41: cut
-/// 37 bytes from …".
+/// Its `Display` reads like "log ended with a torn batch at offset 41: cut 2
+/// whole records of an unfinished batch and 37 bytes of a torn record from …".
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Recovery {
-    /// Whole valid records readable after opening (the next offset).
+    /// Records readable after opening (the next offset): every record of
+    /// every complete batch before any damage, and nothing else.
     pub records: u64,
     /// Segment files in use after opening.
     pub segments: usize,
-    /// Bytes after the last whole record: cut by a writer, skipped by a
-    /// read-only open (which also counts later segments it did not read).
+    /// Bytes after the last complete batch (whole records of an unfinished
+    /// batch included): cut by a writer, skipped by a read-only open (which
+    /// also counts later segments it did not read).
     pub truncated_bytes: u64,
-    /// Offset of the first record lost to the damage, if there was any.
+    /// Offset of the first record lost to the damage (the first record of
+    /// the unfinished batch, if whole records of one were dropped), if any.
     pub truncated_at_offset: Option<u64>,
     /// Where the damage was and what was done about it.
     pub damage: Option<Damage>,
 }
 
 /// Damage found at the end of the readable log.
+///
+/// The log is read only up to the end of its last complete batch, so the part
+/// dropped starts at the first record of the batch the damage interrupts:
+/// `unfinished_records` whole, valid records (`unfinished_bytes` bytes) from
+/// `position`, then the damage itself (a bad frame, or for a torn tail also
+/// simply the end of the file).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Damage {
     /// Torn tail (expected after a crash) or corruption (a read-only open
     /// only: a writer refuses with [`JournalError::Corrupt`] instead).
     pub kind: DamageKind,
     /// Segment file holding the damage.
     pub segment: PathBuf,
-    /// Byte position in that file where the first bad frame starts.
+    /// Byte position in that file where the dropped part starts: the end of
+    /// the last complete batch. A writer truncates the file here.
     pub position: u64,
-    /// Offset the first bad frame would have had.
+    /// Offset of the first record dropped (the next offset after opening).
     pub offset: u64,
-    /// What was wrong with it.
+    /// Whole, valid records dropped because their batch does not end before
+    /// the damage (0 when the damage starts a batch).
+    pub unfinished_records: u64,
+    /// Bytes of those records; the damage itself starts at
+    /// `position + unfinished_bytes`, record offset `offset + unfinished_records`.
+    pub unfinished_bytes: u64,
+    /// What was wrong at the damage.
     pub reason: &'static str,
     /// Whether the file was truncated (writer) or left as is (read-only).
     pub cut: bool,
@@ -90,23 +107,44 @@ impl fmt::Display for Recovery {
             let plural = if self.segments == 1 { "" } else { "s" };
             return write!(f, "journal holds {} records in {} segment{plural}, no damage", self.records, self.segments);
         };
-        let where_ = format!("{} at byte {} ({})", damage.segment.display(), damage.position, damage.reason);
-        match (damage.kind, damage.cut) {
-            (DamageKind::TornTail, true) => write!(
+        let segment = damage.segment.display();
+        let where_ = format!("{segment} at byte {} ({})", damage.position, damage.reason);
+        let unfinished = damage.unfinished_records;
+        let whole = format!("{unfinished} whole record{}", if unfinished == 1 { "" } else { "s" });
+        if damage.kind == DamageKind::Corrupt {
+            return if unfinished == 0 {
+                write!(
+                    f,
+                    "log is corrupt at offset {}: reading stops at {where_}, {} bytes after it ignored; a writer will refuse to open it",
+                    damage.offset, self.truncated_bytes
+                )
+            } else {
+                write!(
+                    f,
+                    "log is corrupt at offset {}, {segment} at byte {} ({}): reading stops at the end of the last complete batch, offset {} at byte {}, and ignores the {whole} of the batch the damage interrupts and the {} bytes after them; a writer will refuse to open it",
+                    damage.offset + unfinished,
+                    damage.position + damage.unfinished_bytes,
+                    damage.reason,
+                    damage.offset,
+                    damage.position,
+                    self.truncated_bytes - damage.unfinished_bytes
+                )
+            };
+        }
+        let torn_bytes = self.truncated_bytes - damage.unfinished_bytes;
+        let (what, dropped) = match (unfinished, torn_bytes) {
+            (0, _) => ("record", format!("{torn_bytes} bytes")),
+            (_, 0) => ("batch", format!("{whole} of an unfinished batch")),
+            _ => ("batch", format!("{whole} of an unfinished batch and {torn_bytes} bytes of a torn record")),
+        };
+        if damage.cut {
+            write!(f, "log ended with a torn {what} at offset {}: cut {dropped} from {where_}", damage.offset)
+        } else {
+            write!(
                 f,
-                "log ended with a torn record at offset {}: cut {} bytes from {where_}",
-                damage.offset, self.truncated_bytes
-            ),
-            (DamageKind::TornTail, false) => write!(
-                f,
-                "log ends with a torn record at offset {}: ignored {} bytes from {where_}; opened read-only, file left as is",
-                damage.offset, self.truncated_bytes
-            ),
-            (DamageKind::Corrupt, _) => write!(
-                f,
-                "log is corrupt at offset {}: reading stops at {where_}, {} bytes after it ignored; a writer will refuse to open it",
-                damage.offset, self.truncated_bytes
-            ),
+                "log ends with a torn {what} at offset {}: ignored {dropped} from {where_}; opened read-only, file left as is",
+                damage.offset
+            )
         }
     }
 }
@@ -152,7 +190,8 @@ struct SegmentMeta {
     path: PathBuf,
     base: u64,
     records: u64,
-    /// Bytes up to the end of the last whole durable record.
+    /// Bytes up to the end of the last complete durable batch: readers never
+    /// go past it, so they only ever see records of complete batches.
     len: u64,
     /// `index[k]` is the byte position of record `base + k * index_interval`.
     index: Vec<u64>,
@@ -168,7 +207,8 @@ impl EmbeddedJournal {
     /// Opens (creating if missing) the journal in `dir` for writing.
     ///
     /// Takes `dir/LOCK` (a second writer gets [`JournalError::Locked`]),
-    /// cuts a torn tail left by a crash and reports it in the [`Recovery`],
+    /// cuts a torn tail left by a crash (back to the end of the last complete
+    /// batch, so no half batch survives) and reports it in the [`Recovery`],
     /// and refuses with [`JournalError::Corrupt`] any damage that acknowledged
     /// records may follow. Files not ending in `.log` are ignored.
     pub fn open(dir: impl AsRef<Path>, options: JournalOptions) -> Result<(EmbeddedJournal, Recovery), JournalError> {
@@ -210,10 +250,10 @@ impl EmbeddedJournal {
 
     /// Opens the journal in `dir` for reading only, for replay and audit.
     ///
-    /// Never locks, writes or truncates. Reads up to the last whole valid
-    /// record: a torn tail is reported as by [`open`](Self::open) but left in
-    /// place, and corruption is reported (not refused) with reading stopping
-    /// just before it.
+    /// Never locks, writes or truncates. Reads up to the end of the last
+    /// complete batch before any damage: a torn tail is reported as by
+    /// [`open`](Self::open) but left in place, and corruption is reported
+    /// (not refused) with reading stopping at the last complete batch before it.
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<(ReadOnlyJournal, Recovery), JournalError> {
         let dir = dir.as_ref().to_path_buf();
         match fs::metadata(&dir) {
@@ -280,11 +320,13 @@ impl Journal for EmbeddedJournal {
         let mut position = segment.len;
         self.buf.clear();
         self.buf.reserve(batch_bytes);
+        let last = records.len() - 1;
         for (i, record) in records.iter().enumerate() {
             if (segment.records + i as u64).is_multiple_of(interval) {
                 new_index.push(position);
             }
-            encode_frame(&mut self.buf, record);
+            // Recovery keeps the batch only if this flag made it to disk.
+            encode_frame(&mut self.buf, record, i == last);
             position += (FRAME_HEADER_LEN + record.len()) as u64;
         }
 
@@ -430,10 +472,11 @@ impl Reader {
             }
             let mut header = [0u8; FRAME_HEADER_LEN];
             cursor.read_exact(&mut header)?;
-            let (len, crc) = parse_frame_header(&header);
-            if len as usize > MAX_RECORD_BYTES {
+            let header = FrameHeader::parse(&header);
+            if !header.len_fits() {
                 return Err(cursor.corrupt("frame length exceeds the record limit"));
             }
+            let len = header.len();
             let frame_len = (FRAME_HEADER_LEN + len as usize) as u64;
             if cursor.offset < self.want {
                 cursor.reader.seek_relative(i64::from(len)).map_err(JournalError::io("seek in", &cursor.path))?;
@@ -441,7 +484,7 @@ impl Reader {
                 let mut payload = vec![0u8; len as usize];
                 cursor.read_exact(&mut payload)?;
                 // Checked again on read: the disk may have rotted since open.
-                if frame_crc(len.to_le_bytes(), &payload) != crc {
+                if !header.checks(&payload) {
                     return Err(cursor.corrupt("frame checksum mismatch"));
                 }
                 let offset = cursor.offset;
@@ -504,14 +547,31 @@ fn list_dir(dir: &Path) -> Result<Listing, JournalError> {
 struct Problem {
     kind: DamageKind,
     segment: PathBuf,
+    /// Where the readable part of the segment ends: the end of its last
+    /// complete batch (0 when the segment is unusable as a whole).
     position: u64,
+    /// The offset at `position`.
     offset: u64,
+    /// Whole valid records after `position` whose batch has no end before the damage.
+    unfinished_records: u64,
+    unfinished_bytes: u64,
     reason: &'static str,
     /// Bytes of that segment from `position` on.
     bytes: u64,
 }
 
+/// The batch of a torn tail is unfinished: its last record, the one carrying
+/// END_OF_BATCH, is missing.
+const UNFINISHED_LAST_BATCH: &str =
+    "the last batch has no end-of-batch record (the crash came before all of its records were written)";
+/// A segment that ends inside a batch: impossible after a crash alone.
+const SPLIT_BATCH: &str = "segment ends inside a batch (its last record lacks the end-of-batch flag), but a batch is never split across segments";
+
 /// Scans every segment, building the index and deciding what to do with damage.
+///
+/// The readable log ends at the end of the last complete batch (the last
+/// frame flagged END_OF_BATCH) before the first damage; whole records after
+/// it belong to a batch that was never acknowledged and are dropped with it.
 fn recover(
     dir: PathBuf,
     segments: &[(u64, PathBuf)],
@@ -530,6 +590,8 @@ fn recover(
                 segment: path.clone(),
                 position: 0,
                 offset: expected,
+                unfinished_records: 0,
+                unfinished_bytes: 0,
                 reason: if *base > expected {
                     "segment starts after the previous one ends, so records are missing"
                 } else {
@@ -538,33 +600,52 @@ fn recover(
                 bytes: file_len(path)?,
             }
         } else {
-            let scan = scan_segment(path, *base, index_interval)?;
-            let Some(bad) = scan.bad else {
-                log.segments.push(scan.meta);
-                continue;
+            let mut scan = scan_segment(path, *base, index_interval)?;
+            let (whole_records, whole_len) = (scan.meta.records, scan.meta.len);
+            let (kind, reason) = match scan.bad {
+                None if scan.complete_records == whole_records => {
+                    log.segments.push(scan.meta);
+                    continue;
+                }
+                // Only whole frames, but the last lacks END_OF_BATCH. A batch
+                // is never split across segments, so only the last segment
+                // can hold the start of an unfinished batch.
+                None if is_last => (DamageKind::TornTail, UNFINISHED_LAST_BATCH),
+                None => (DamageKind::Corrupt, SPLIT_BATCH),
+                Some(ref bad) => {
+                    let torn = bad.position > 0 && is_last && !valid_frame_after(path, bad.position, scan.file_len)?;
+                    (if torn { DamageKind::TornTail } else { DamageKind::Corrupt }, bad.reason)
+                }
             };
-            let torn = bad.position > 0 && is_last && !valid_frame_after(path, bad.position, scan.file_len)?;
-            let offset = scan.meta.end_offset();
-            if bad.position > 0 {
+            let header_ok = scan.bad.as_ref().is_none_or(|bad| bad.position > 0);
+            let (position, complete) = if header_ok { (scan.complete_len, scan.complete_records) } else { (0, 0) };
+            if header_ok {
+                debug_assert!(position >= SEGMENT_HEADER_LEN && position <= whole_len);
+                scan.meta.records = scan.complete_records;
+                scan.meta.len = scan.complete_len;
+                scan.meta.index.truncate(scan.complete_records.div_ceil(index_interval) as usize);
                 log.segments.push(scan.meta);
             }
             Problem {
-                kind: if torn { DamageKind::TornTail } else { DamageKind::Corrupt },
+                kind,
                 segment: path.clone(),
-                position: bad.position,
-                offset,
-                reason: bad.reason,
-                bytes: scan.file_len - bad.position,
+                position,
+                offset: base + complete,
+                unfinished_records: whole_records - complete,
+                unfinished_bytes: if header_ok { whole_len - position } else { 0 },
+                reason,
+                bytes: scan.file_len - position,
             }
         };
 
         let mut truncated_bytes = problem.bytes;
         let cut = match (problem.kind, mode) {
             (DamageKind::Corrupt, Mode::Write) => {
+                // Name the damage itself, not the start of its batch.
                 return Err(JournalError::Corrupt {
                     segment: problem.segment,
-                    position: problem.position,
-                    offset: problem.offset,
+                    position: problem.position + problem.unfinished_bytes,
+                    offset: problem.offset + problem.unfinished_records,
                     reason: problem.reason,
                 });
             }
@@ -588,6 +669,8 @@ fn recover(
             segment: problem.segment,
             position: problem.position,
             offset: problem.offset,
+            unfinished_records: problem.unfinished_records,
+            unfinished_bytes: problem.unfinished_bytes,
             reason: problem.reason,
             cut,
         });
@@ -604,7 +687,12 @@ struct BadFrame {
 }
 
 struct SegmentScan {
+    /// Every whole valid frame before the first bad one (or the end).
     meta: SegmentMeta,
+    /// Records up to and including the last frame flagged END_OF_BATCH.
+    complete_records: u64,
+    /// Byte position just after that frame (the header length if none).
+    complete_len: u64,
     file_len: u64,
     bad: Option<BadFrame>,
 }
@@ -619,10 +707,11 @@ fn scan_segment(path: &Path, base: u64, index_interval: u64) -> Result<SegmentSc
     let got = read_up_to(&mut reader, &mut header, path)?;
     if let Err(reason) = check_segment_header(&header[..got], base) {
         let bad = Some(BadFrame { position: 0, reason });
-        return Ok(SegmentScan { meta, file_len, bad });
+        return Ok(SegmentScan { meta, complete_records: 0, complete_len: 0, file_len, bad });
     }
 
     let mut position = SEGMENT_HEADER_LEN;
+    let (mut complete_records, mut complete_len) = (0, SEGMENT_HEADER_LEN);
     let mut payload = Vec::new();
     let bad = loop {
         let mut frame_header = [0u8; FRAME_HEADER_LEN];
@@ -633,17 +722,18 @@ fn scan_segment(path: &Path, base: u64, index_interval: u64) -> Result<SegmentSc
         if got < FRAME_HEADER_LEN {
             break Some("incomplete frame header");
         }
-        let (len, crc) = parse_frame_header(&frame_header);
-        if len as usize > MAX_RECORD_BYTES {
+        let frame_header = FrameHeader::parse(&frame_header);
+        if !frame_header.len_fits() {
             break Some("frame length exceeds the record limit");
         }
-        let end = position + (FRAME_HEADER_LEN + len as usize) as u64;
+        let len = frame_header.len() as usize;
+        let end = position + (FRAME_HEADER_LEN + len) as u64;
         if end > file_len {
             break Some("frame extends past the end of the file");
         }
-        payload.resize(len as usize, 0);
+        payload.resize(len, 0);
         reader.read_exact(&mut payload).map_err(JournalError::io("read", path))?;
-        if frame_crc(len.to_le_bytes(), &payload) != crc {
+        if !frame_header.checks(&payload) {
             break Some("frame checksum mismatch");
         }
         if meta.records.is_multiple_of(index_interval) {
@@ -651,9 +741,13 @@ fn scan_segment(path: &Path, base: u64, index_interval: u64) -> Result<SegmentSc
         }
         meta.records += 1;
         position = end;
+        if frame_header.end_of_batch() {
+            (complete_records, complete_len) = (meta.records, position);
+        }
     };
     meta.len = position;
-    Ok(SegmentScan { meta, file_len, bad: bad.map(|reason| BadFrame { position, reason }) })
+    let bad = bad.map(|reason| BadFrame { position, reason });
+    Ok(SegmentScan { meta, complete_records, complete_len, file_len, bad })
 }
 
 /// Whether a whole valid frame starts anywhere after the bad frame at `position`.

@@ -45,7 +45,7 @@ pub enum JournalError {
 
     /// Damage that is not a torn tail, so truncating could lose acknowledged records.
     #[error(
-        "journal segment {} is corrupt at byte {position} (record offset {offset}): {reason}; refusing to open it for writing so no acknowledged record is cut: restore the directory from a backup, or open it read-only to replay the records before offset {offset}",
+        "journal segment {} is corrupt at byte {position} (record offset {offset}): {reason}; refusing to open it for writing so no acknowledged record is cut: restore the directory from a backup, or open it read-only to replay the complete batches before offset {offset}",
         segment.display()
     )]
     Corrupt {
@@ -53,7 +53,8 @@ pub enum JournalError {
         segment: PathBuf,
         /// Byte position of the damage within that file.
         position: u64,
-        /// Offset of the first record that cannot be read.
+        /// Offset of the damaged record (a read-only open stops at the start
+        /// of its batch, which may be earlier).
         offset: u64,
         /// What exactly is wrong there.
         reason: &'static str,

@@ -6,11 +6,20 @@ use std::path::{Path, PathBuf};
 /// Bytes 0..7 of every segment file; byte 7 is the format version.
 pub(crate) const SEGMENT_MAGIC: [u8; 7] = *b"SWBDJNL";
 /// Bumped on any incompatible layout change so old binaries refuse new files.
-pub(crate) const FORMAT_VERSION: u8 = 1;
+///
+/// Version 2 added [`END_OF_BATCH`]; version 1 segments are refused.
+pub(crate) const FORMAT_VERSION: u8 = 2;
 /// Magic (7) + version (1) + base offset (8).
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 16;
 /// Length (4) + CRC32 (4).
 pub(crate) const FRAME_HEADER_LEN: usize = 8;
+/// Top bit of a frame's length field: set on the last record of every batch.
+///
+/// Recovery keeps a batch only if its end made it to disk, so a crash never
+/// leaves half a batch in the log. Payload lengths are capped far below 2^31
+/// ([`MAX_RECORD_BYTES`]), so the bit is free, and the CRC covers the length
+/// field, so a flipped flag is caught like any other flipped bit.
+pub(crate) const END_OF_BATCH: u32 = 1 << 31;
 /// Name of the writer's lock file inside the journal directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";
 /// Segment names are the base offset zero-padded to u64's widest decimal.
@@ -93,27 +102,62 @@ pub(crate) fn check_segment_header(bytes: &[u8], base: u64) -> Result<(), &'stat
     Ok(())
 }
 
-/// CRC32 (IEEE, as crc32fast computes it) over the length field then the payload,
-/// so a corrupted length is caught even when the payload happens to survive.
-pub(crate) fn frame_crc(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
+/// CRC32 (IEEE, as crc32fast computes it) over the length field (flag
+/// included) then the payload, so a corrupted length or flag is caught even
+/// when the payload happens to survive.
+pub(crate) fn frame_crc(len_field: [u8; 4], payload: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&len_bytes);
+    hasher.update(&len_field);
     hasher.update(payload);
     hasher.finalize()
 }
 
-/// Appends one frame to `buf`; the caller has already checked the length.
-pub(crate) fn encode_frame(buf: &mut Vec<u8>, payload: &[u8]) {
-    let len_bytes = (payload.len() as u32).to_le_bytes();
-    buf.extend_from_slice(&len_bytes);
-    buf.extend_from_slice(&frame_crc(len_bytes, payload).to_le_bytes());
+/// Appends one frame to `buf`, flagged [`END_OF_BATCH`] if it ends its batch;
+/// the caller has already checked the length.
+pub(crate) fn encode_frame(buf: &mut Vec<u8>, payload: &[u8], end_of_batch: bool) {
+    let flag = if end_of_batch { END_OF_BATCH } else { 0 };
+    let len_field = (payload.len() as u32 | flag).to_le_bytes();
+    buf.extend_from_slice(&len_field);
+    buf.extend_from_slice(&frame_crc(len_field, payload).to_le_bytes());
     buf.extend_from_slice(payload);
 }
 
-pub(crate) fn parse_frame_header(header: &[u8; FRAME_HEADER_LEN]) -> (u32, u32) {
-    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
-    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-    (len, crc)
+/// A frame header as read, before its payload is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameHeader {
+    /// The length field as stored (flag included): the CRC covers these bytes.
+    len_field: [u8; 4],
+    /// The stored CRC.
+    crc: u32,
+}
+
+impl FrameHeader {
+    pub(crate) fn parse(header: &[u8; FRAME_HEADER_LEN]) -> FrameHeader {
+        FrameHeader {
+            len_field: header[..4].try_into().expect("4 bytes"),
+            crc: u32::from_le_bytes(header[4..].try_into().expect("4 bytes")),
+        }
+    }
+
+    /// Payload length, with the [`END_OF_BATCH`] flag masked off.
+    pub(crate) fn len(&self) -> u32 {
+        u32::from_le_bytes(self.len_field) & !END_OF_BATCH
+    }
+
+    /// Whether this frame is the last of its batch.
+    pub(crate) fn end_of_batch(&self) -> bool {
+        u32::from_le_bytes(self.len_field) & END_OF_BATCH != 0
+    }
+
+    /// Whether the length is within [`MAX_RECORD_BYTES`].
+    pub(crate) fn len_fits(&self) -> bool {
+        self.len() as usize <= MAX_RECORD_BYTES
+    }
+
+    /// Whether `payload` (of [`len`](Self::len) bytes) matches the CRC.
+    pub(crate) fn checks(&self, payload: &[u8]) -> bool {
+        frame_crc(self.len_field, payload) == self.crc
+    }
 }
 
 /// Looks for any whole, checksum-valid frame starting anywhere in `bytes`.
@@ -124,13 +168,9 @@ pub(crate) fn parse_frame_header(header: &[u8; FRAME_HEADER_LEN]) -> (u32, u32) 
 pub(crate) fn contains_valid_frame(bytes: &[u8]) -> bool {
     let mut start = 0;
     while start + FRAME_HEADER_LEN <= bytes.len() {
-        let header: &[u8; FRAME_HEADER_LEN] = bytes[start..start + FRAME_HEADER_LEN].try_into().expect("8 bytes");
-        let (len, crc) = parse_frame_header(header);
-        let end = start + FRAME_HEADER_LEN + len as usize;
-        if len as usize <= MAX_RECORD_BYTES
-            && end <= bytes.len()
-            && frame_crc(len.to_le_bytes(), &bytes[start + FRAME_HEADER_LEN..end]) == crc
-        {
+        let header = FrameHeader::parse(bytes[start..start + FRAME_HEADER_LEN].try_into().expect("8 bytes"));
+        let end = start + FRAME_HEADER_LEN + header.len() as usize;
+        if header.len_fits() && end <= bytes.len() && header.checks(&bytes[start + FRAME_HEADER_LEN..end]) {
             return true;
         }
         start += 1;
@@ -182,9 +222,20 @@ mod tests {
     }
 
     #[test]
+    fn segment_header_refuses_version_1_as_an_unsupported_format() {
+        let mut header = segment_header(0);
+        assert_eq!(header[7], 2);
+        header[7] = 1;
+        assert_eq!(
+            check_segment_header(&header, 0),
+            Err("segment was written by an unsupported journal format version")
+        );
+    }
+
+    #[test]
     fn encoded_frame_has_length_crc_then_payload() {
         let mut buf = Vec::new();
-        encode_frame(&mut buf, b"abc");
+        encode_frame(&mut buf, b"abc", false);
         assert_eq!(&buf[..4], &3u32.to_le_bytes());
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&[3, 0, 0, 0, b'a', b'b', b'c']);
@@ -193,16 +244,39 @@ mod tests {
     }
 
     #[test]
+    fn end_of_batch_is_the_top_bit_of_the_length_and_covered_by_the_crc() {
+        // given the same record encoded mid-batch and at the end of a batch
+        let (mut middle, mut last) = (Vec::new(), Vec::new());
+        encode_frame(&mut middle, b"abc", false);
+        encode_frame(&mut last, b"abc", true);
+
+        // then the flag is bit 31 of the length field, masked off when read
+        assert_eq!(&last[..4], &[3, 0, 0, 0x80]);
+        let parsed = |frame: &[u8]| FrameHeader::parse(frame[..FRAME_HEADER_LEN].try_into().unwrap());
+        assert_eq!((parsed(&last).len(), parsed(&last).end_of_batch()), (3, true));
+        assert_eq!((parsed(&middle).len(), parsed(&middle).end_of_batch()), (3, false));
+        // and the CRC is over the stored length field, flag included
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&[3, 0, 0, 0x80, b'a', b'b', b'c']);
+        assert_eq!(&last[4..8], &hasher.finalize().to_le_bytes());
+
+        // when the flag alone is flipped, then the frame no longer checks
+        last[3] ^= 0x80;
+        assert!(!parsed(&last).checks(&last[8..]));
+        assert!(!contains_valid_frame(&last));
+    }
+
+    #[test]
     fn valid_frame_search_finds_frames_at_any_alignment_but_not_in_zeros_or_prefixes() {
         let mut frame = Vec::new();
-        encode_frame(&mut frame, b"hello");
+        encode_frame(&mut frame, b"hello", true);
         assert!(!contains_valid_frame(&[0u8; 4096]));
         assert!(!contains_valid_frame(&frame[..frame.len() - 1]));
         let mut shifted = vec![0xAB; 3];
         shifted.extend_from_slice(&frame);
         assert!(contains_valid_frame(&shifted));
         let mut empty = Vec::new();
-        encode_frame(&mut empty, b"");
+        encode_frame(&mut empty, b"", false);
         assert!(contains_valid_frame(&empty));
     }
 }

@@ -3,6 +3,12 @@
 //! An fsync costs about the same for one record as for ten thousand, so when
 //! many callers append at once the cheapest durable path is to let them queue
 //! while the previous fsync runs and then write everything queued in one go.
+//!
+//! The group is written as **one** journal batch, so it is atomic as a whole:
+//! after a crash a reopen finds all of it or none of it. That keeps each
+//! caller's batch atomic too (it lies entirely inside the group), and costs
+//! nothing, since none of the group's callers has been answered before its
+//! fsync returns.
 
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
@@ -75,10 +81,11 @@ impl<J: Journal + Send + 'static> GroupCommitter<J> {
 }
 
 impl Appender {
-    /// Appends `records` as one contiguous run of offsets and returns the
-    /// first, only after the fsync that made them durable.
+    /// Appends `records` as one contiguous, atomic run of offsets and returns
+    /// the first, only after the fsync that made them durable.
     ///
-    /// The records may share that fsync with other callers' batches.
+    /// The records may share that fsync, and the atomic journal batch, with
+    /// other callers' batches: after a crash they are all kept or all cut.
     pub fn append(&self, records: Vec<Vec<u8>>) -> Result<u64, JournalError> {
         append_via(&self.sender, records)
     }
@@ -122,6 +129,8 @@ fn commit_loop<J: Journal>(mut journal: J, messages: mpsc::Receiver<Message>) ->
                 Err(_) => break,
             }
         }
+        // One journal batch for the whole group: only its last record carries
+        // END_OF_BATCH, so the group (every caller's batch in it) is atomic.
         let slices: Vec<&[u8]> = group.iter().flat_map(|r| r.records.iter().map(Vec::as_slice)).collect();
         match journal.append(&slices) {
             Ok(mut offset) => {

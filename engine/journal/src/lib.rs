@@ -5,6 +5,10 @@
 //! leaves at most a torn tail that reopening cuts cleanly. It stores opaque
 //! byte strings (encoded envelopes) numbered by dense `u64` offsets from 0.
 //!
+//! Batches are atomic: the records of one [`Journal::append`] (the events of
+//! one decision) are recovered all together or not at all, so a replay never
+//! folds half a decision.
+//!
 //! - [`Journal`] is the interface; [`EmbeddedJournal`] implements it with
 //!   fsync'd segment files (layout in `docs/journal-format.md`).
 //! - [`ReadOnlyJournal`] is for replay and audit: it never locks or writes.
@@ -39,18 +43,22 @@ pub type RecordIter = Box<dyn Iterator<Item = Result<Record, JournalError>> + Se
 /// Implemented by [`EmbeddedJournal`] and, later, by a Kafka-backed journal;
 /// [`conformance`] (feature `conformance`) checks any implementation.
 pub trait Journal {
-    /// Appends `records` in order as one durable batch and returns the offset
-    /// of the first one.
+    /// Appends `records` in order as one durable, atomic batch and returns
+    /// the offset of the first one.
     ///
     /// Returns only once every record of the batch is durable (one fsync for
-    /// the batch). An empty batch writes nothing and returns
-    /// [`next_offset`](Journal::next_offset).
+    /// the batch). If the process dies before that, a reopen finds either the
+    /// whole batch or none of it, never a first part. An empty batch writes
+    /// nothing and returns [`next_offset`](Journal::next_offset).
     fn append(&mut self, records: &[&[u8]]) -> Result<u64, JournalError>;
 
     /// The offset the next appended record will get, i.e. the record count.
     fn next_offset(&self) -> u64;
 
     /// Reads every durable record from `offset` on.
+    ///
+    /// Only records of complete batches are ever returned (`offset` itself may
+    /// be in the middle of one).
     ///
     /// `offset == next_offset()` yields nothing; a larger offset is
     /// [`JournalError::OffsetOutOfRange`]. Records appended after this call

@@ -22,6 +22,27 @@ fn append_each(journal: &mut EmbeddedJournal, records: &[Vec<u8>]) {
     }
 }
 
+/// Appends `records` as consecutive batches of the given sizes.
+fn append_batches(journal: &mut EmbeddedJournal, records: &[Vec<u8>], sizes: &[usize]) {
+    assert_eq!(sizes.iter().sum::<usize>(), records.len());
+    let mut rest = records;
+    for &size in sizes {
+        let (batch, later) = rest.split_at(size);
+        let slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+        journal.append(&slices).expect("append");
+        rest = later;
+    }
+}
+
+/// Record counts at which a batch ends, from 0: sizes 1, 3 give 0, 1, 4.
+fn batch_ends(sizes: &[usize]) -> Vec<usize> {
+    let mut ends = vec![0];
+    for size in sizes {
+        ends.push(ends.last().unwrap() + size);
+    }
+    ends
+}
+
 fn collect(iter: RecordIter) -> Vec<Vec<u8>> {
     iter.map(|r| r.expect("record").1).collect()
 }
@@ -82,57 +103,87 @@ fn embedded_journal_passes_the_conformance_suite() {
     }
 }
 
+/// The crash tests' batches: the last two records are one batch, as are
+/// records 4 and 5, so cuts fall inside and exactly between their records.
+const CRASH_BATCHES: [usize; 4] = [1, 3, 2, 2];
+
 #[test]
-fn crash_inside_the_last_two_records_keeps_exactly_the_whole_records_before_the_cut() {
-    // given a journal of 8 acknowledged records in one segment
+fn crash_inside_the_last_two_batches_keeps_exactly_the_complete_batches_before_the_cut() {
+    // given 8 acknowledged records in one segment, in batches of 1, 3, 2 and 2
     let original = tempfile::tempdir().unwrap();
     let records = sample(8);
     {
         let (mut journal, _) = open(original.path());
-        append_each(&mut journal, &records);
+        append_batches(&mut journal, &records, &CRASH_BATCHES);
     }
     let positions = frame_positions(&records);
+    let ends = batch_ends(&CRASH_BATCHES);
     let segment_name = segment_files(original.path())[0].file_name().unwrap().to_owned();
 
-    for at in positions[6]..=positions[8] {
+    for at in positions[4]..=positions[8] {
         // when the file is cut at that byte (as a crash mid-write leaves it)
         let dir = copy_dir(original.path());
         let segment = dir.path().join(&segment_name);
         cut(&segment, at);
         let whole = positions.iter().rposition(|&p| p <= at).unwrap();
-        let torn = at - positions[whole];
+        let kept = *ends.iter().rev().find(|&&end| positions[end] <= at).unwrap();
+        let dropped = at - positions[kept];
+        let unfinished = (whole - kept) as u64;
 
-        // then a read-only open sees the whole records, reports the tail and changes nothing
+        // then a read-only open sees only the complete batches, reports the tail and changes nothing
         let (reader, seen) = EmbeddedJournal::open_read_only(dir.path()).unwrap();
-        assert_eq!(reader.next_offset(), whole as u64, "read-only, cut at {at}");
-        assert_eq!(seen.truncated_bytes, torn);
+        assert_eq!(reader.next_offset(), kept as u64, "read-only, cut at {at}");
+        assert_eq!(collect(reader.read_from(0).unwrap()), records[..kept].to_vec(), "cut at {at}");
+        assert!(reader.read_from(kept as u64 + 1).is_err(), "no record of the unfinished batch is readable");
+        assert_eq!(seen.truncated_bytes, dropped);
+        assert_eq!(seen.damage.as_ref().map_or(0, |d| d.unfinished_records), unfinished);
         assert_eq!(fs::metadata(&segment).unwrap().len(), at);
 
         // and a writer keeps exactly those records and reports the cut
         let (mut journal, recovery) = open(dir.path());
-        assert_eq!(recovery.records, whole as u64, "cut at {at}");
-        assert_eq!(recovery.truncated_bytes, torn, "cut at {at}");
-        if torn == 0 {
+        assert_eq!(recovery.records, kept as u64, "cut at {at}");
+        assert_eq!(recovery.truncated_bytes, dropped, "cut at {at}");
+        if dropped == 0 {
             assert_eq!(recovery.truncated_at_offset, None);
             assert_eq!(recovery.damage, None);
         } else {
-            assert_eq!(recovery.truncated_at_offset, Some(whole as u64));
+            assert_eq!(recovery.truncated_at_offset, Some(kept as u64));
             let damage = recovery.damage.clone().unwrap();
             assert_eq!((damage.kind, damage.cut), (DamageKind::TornTail, true));
-            assert_eq!(damage.position, positions[whole]);
+            assert_eq!((damage.position, damage.offset), (positions[kept], kept as u64));
+            assert_eq!(
+                (damage.unfinished_records, damage.unfinished_bytes),
+                (unfinished, positions[whole] - positions[kept])
+            );
         }
-        assert_eq!(fs::metadata(&segment).unwrap().len(), positions[whole]);
+        assert_eq!(fs::metadata(&segment).unwrap().len(), positions[kept]);
 
-        // and new appends go right after them and read back
-        assert_eq!(journal.append(&[b"after the crash"]).unwrap(), whole as u64);
-        let mut expected = records[..whole].to_vec();
-        expected.push(b"after the crash".to_vec());
+        // and new appends go right after them and read back, also after a reopen
+        assert_eq!(journal.append(&[b"after the crash", b"and its end"]).unwrap(), kept as u64);
+        let mut expected = records[..kept].to_vec();
+        expected.extend([b"after the crash".to_vec(), b"and its end".to_vec()]);
         assert_eq!(collect(journal.read_from(0).unwrap()), expected);
         drop(journal);
         let (journal, recovery) = open(dir.path());
         assert_eq!(recovery.damage, None);
         assert_eq!(collect(journal.read_from(0).unwrap()), expected);
     }
+}
+
+#[test]
+fn only_the_last_record_of_each_batch_carries_the_end_of_batch_flag() {
+    // given batches of 1, 3, 2 and 2 records
+    let dir = tempfile::tempdir().unwrap();
+    let records = sample(8);
+    append_batches(&mut open(dir.path()).0, &records, &CRASH_BATCHES);
+
+    // then bit 31 of the length field is set exactly on records 0, 3, 5 and 7
+    let bytes = fs::read(&segment_files(dir.path())[0]).unwrap();
+    let positions = frame_positions(&records);
+    let flagged: Vec<usize> = (0..records.len()).filter(|&i| bytes[positions[i] as usize + 3] & 0x80 != 0).collect();
+    assert_eq!(flagged, vec![0, 3, 5, 7]);
+    // and the length read back has the flag masked off
+    assert_eq!(collect(open(dir.path()).0.read_from(0).unwrap()), records);
 }
 
 #[test]
@@ -161,8 +212,8 @@ fn flipped_bit_anywhere_in_the_last_record_is_cut_as_a_torn_tail() {
 fn flipped_bit_in_a_middle_record_refuses_to_open_and_destroys_nothing() {
     let records = sample(5);
     let positions = frame_positions(&records);
-    // payload bit, and the length's top bit (a frame claiming 2 GiB)
-    for (position, bit) in [(positions[2] + 10, 0), (positions[2] + 3, 7)] {
+    // payload bit, the END_OF_BATCH flag (caught by the CRC), and a length bit (a frame claiming 1 GiB)
+    for (position, bit) in [(positions[2] + 10, 0), (positions[2] + 3, 7), (positions[2] + 3, 6)] {
         // given a journal whose record 2 of 5 has one flipped bit
         let dir = tempfile::tempdir().unwrap();
         append_each(&mut open(dir.path()).0, &records);
@@ -189,6 +240,112 @@ fn flipped_bit_in_a_middle_record_refuses_to_open_and_destroys_nothing() {
         assert!(recovery.to_string().contains("corrupt at offset 2"));
         assert_eq!(fs::read(&segment).unwrap(), before);
     }
+}
+
+#[test]
+fn a_flipped_end_of_batch_flag_in_a_middle_batch_is_corruption() {
+    let records = sample(5);
+    let sizes = [1, 3, 1];
+    let positions = frame_positions(&records);
+    // the flag cleared on the record ending the middle batch, or set on its first record
+    for flipped in [3usize, 1] {
+        // given batches [0], [1, 2, 3], [4] with the END_OF_BATCH bit of one record flipped
+        let dir = tempfile::tempdir().unwrap();
+        append_batches(&mut open(dir.path()).0, &records, &sizes);
+        let segment = segment_files(dir.path())[0].clone();
+        flip_bit(&segment, positions[flipped] + 3, 7);
+        let before = fs::read(&segment).unwrap();
+
+        // when a writer opens it, then it is refused, naming the flipped record
+        match EmbeddedJournal::open(dir.path(), JournalOptions::default()) {
+            Err(JournalError::Corrupt { segment: s, position, offset, reason }) => {
+                assert_eq!((s, position, offset), (segment.clone(), positions[flipped], flipped as u64));
+                assert_eq!(reason, "frame checksum mismatch");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert_eq!(fs::read(&segment).unwrap(), before);
+
+        // and a read-only open reads only the complete batch before it
+        let (reader, recovery) = EmbeddedJournal::open_read_only(dir.path()).unwrap();
+        assert_eq!(collect(reader.read_from(0).unwrap()), records[..1].to_vec());
+        let damage = recovery.damage.clone().unwrap();
+        assert_eq!((damage.kind, damage.position, damage.offset), (DamageKind::Corrupt, positions[1], 1));
+        assert_eq!(damage.unfinished_records, flipped as u64 - 1);
+        assert_eq!(recovery.truncated_at_offset, Some(1));
+        assert_eq!(recovery.truncated_bytes, before.len() as u64 - positions[1]);
+        let message = recovery.to_string();
+        assert!(message.starts_with(&format!("log is corrupt at offset {flipped}")), "{message}");
+        if flipped == 3 {
+            assert!(message.contains("ignores the 2 whole records of the batch the damage interrupts"), "{message}");
+        }
+        assert_eq!(fs::read(&segment).unwrap(), before);
+    }
+}
+
+#[test]
+fn a_segment_ending_inside_a_batch_is_corruption_unless_it_is_the_last() {
+    // given two segments: batch [a, b] in the first, [c] in the second
+    let options = JournalOptions { segment_bytes: 1, index_interval: 1 };
+    let dir = tempfile::tempdir().unwrap();
+    let records = sample(3);
+    append_batches(&mut EmbeddedJournal::open(dir.path(), options.clone()).unwrap().0, &records, &[2, 1]);
+    let segments = segment_files(dir.path());
+    assert_eq!(segments.len(), 2);
+    // and the first segment's last frame rewritten without END_OF_BATCH, with a valid checksum
+    let positions = frame_positions(&records[..2]);
+    let mut forged = fs::read(&segments[0]).unwrap();
+    forged.truncate(positions[1] as usize);
+    encode_frame(&mut forged, &records[1], false);
+    fs::write(&segments[0], &forged).unwrap();
+
+    // when a writer opens it, then it is refused: a batch is never split across segments
+    match EmbeddedJournal::open(dir.path(), options.clone()) {
+        Err(JournalError::Corrupt { segment, position, offset, reason }) => {
+            assert_eq!((segment, position, offset), (segments[0].clone(), positions[2], 2));
+            assert!(reason.contains("never split across segments"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(fs::read(&segments[0]).unwrap(), forged);
+
+    // and a read-only open reads nothing of the split batch
+    let (reader, recovery) = EmbeddedJournal::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.next_offset(), 0);
+    let damage = recovery.damage.unwrap();
+    assert_eq!((damage.kind, damage.position, damage.unfinished_records), (DamageKind::Corrupt, SEGMENT_HEADER_LEN, 2));
+    let second = fs::metadata(&segments[1]).unwrap().len();
+    assert_eq!(recovery.truncated_bytes, positions[2] - SEGMENT_HEADER_LEN + second);
+
+    // when the second segment is gone, the same bytes are an unfinished last batch
+    fs::remove_file(&segments[1]).unwrap();
+    let (mut journal, recovery) = EmbeddedJournal::open(dir.path(), options).unwrap();
+    // then it is cut back to the header, and appends start again at offset 0
+    let damage = recovery.damage.unwrap();
+    assert_eq!((damage.kind, damage.cut, damage.unfinished_records), (DamageKind::TornTail, true, 2));
+    assert_eq!(fs::metadata(&segments[0]).unwrap().len(), SEGMENT_HEADER_LEN);
+    assert_eq!(journal.append(&[b"again"]).unwrap(), 0);
+    assert_eq!(collect(journal.read_from(0).unwrap()), vec![b"again".to_vec()]);
+}
+
+#[test]
+fn a_version_1_segment_is_refused_as_an_unsupported_format_and_left_alone() {
+    // given a segment whose header says format version 1
+    let dir = tempfile::tempdir().unwrap();
+    append_each(&mut open(dir.path()).0, &sample(2));
+    let segment = segment_files(dir.path())[0].clone();
+    let mut bytes = fs::read(&segment).unwrap();
+    bytes[7] = 1;
+    fs::write(&segment, &bytes).unwrap();
+
+    // when a writer opens it, then it is refused with a clear message and nothing is changed
+    let err = EmbeddedJournal::open(dir.path(), JournalOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("unsupported journal format version"), "{err}");
+    assert_eq!(fs::read(&segment).unwrap(), bytes);
+    // and a read-only open reads nothing of it
+    let (reader, recovery) = EmbeddedJournal::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.next_offset(), 0);
+    assert_eq!(recovery.damage.unwrap().kind, DamageKind::Corrupt);
 }
 
 #[test]
@@ -377,6 +534,42 @@ fn recovery_message_names_offset_and_bytes_cut() {
     );
 }
 
+#[test]
+fn recovery_message_names_the_whole_records_of_an_unfinished_batch_and_the_torn_bytes() {
+    // given batches [0] and [1, 2, 3]
+    let records = sample(4);
+    let positions = frame_positions(&records);
+    let torn_record = FRAME_HEADER_LEN as u64 + records[3].len() as u64 - 3;
+    // cut inside record 3, or exactly after record 2
+    for (at, dropped) in [
+        (positions[4] - 3, format!("2 whole records of an unfinished batch and {torn_record} bytes of a torn record")),
+        (positions[3], "2 whole records of an unfinished batch".to_string()),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        append_batches(&mut open(dir.path()).0, &records, &[1, 3]);
+        let segment = segment_files(dir.path())[0].clone();
+        cut(&segment, at);
+        let reason = if at == positions[3] { UNFINISHED_LAST_BATCH } else { "frame extends past the end of the file" };
+        let place = format!("{} at byte {} ({reason})", segment.display(), positions[1]);
+
+        // when opened read-only, then it says what it ignored
+        let (_, seen) = EmbeddedJournal::open_read_only(dir.path()).unwrap();
+        assert_eq!(
+            seen.to_string(),
+            format!(
+                "log ends with a torn batch at offset 1: ignored {dropped} from {place}; opened read-only, file left as is"
+            )
+        );
+        // when opened by a writer, then it says what it cut
+        let (_, recovery) = open(dir.path());
+        assert_eq!(
+            recovery.to_string(),
+            format!("log ended with a torn batch at offset 1: cut {dropped} from {place}")
+        );
+        assert_eq!(recovery.truncated_bytes, at - positions[1]);
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Append(Vec<Vec<u8>>),
@@ -395,26 +588,31 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn check_equals_model(journal: &EmbeddedJournal, model: &[Vec<u8>]) {
-    assert_eq!(journal.next_offset(), model.len() as u64);
-    assert_eq!(collect(journal.read_from(0).unwrap()), model);
+fn check_equals_model(journal: &EmbeddedJournal, model: &[Vec<Vec<u8>>]) {
+    let records = model.concat();
+    assert_eq!(journal.next_offset(), records.len() as u64);
+    assert_eq!(collect(journal.read_from(0).unwrap()), records);
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn journal_always_equals_the_durable_prefix_of_a_model(ops in prop::collection::vec(op(), 1..25)) {
+    fn journal_always_equals_the_complete_batches_of_a_model(ops in prop::collection::vec(op(), 1..25)) {
         let options = JournalOptions { segment_bytes: 120, index_interval: 2 };
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = EmbeddedJournal::open(dir.path(), options.clone()).unwrap();
-        let mut model: Vec<Vec<u8>> = Vec::new();
+        // The acknowledged batches, in order (an empty batch writes nothing).
+        let mut model: Vec<Vec<Vec<u8>>> = Vec::new();
         for op in ops {
             match op {
                 Op::Append(batch) => {
                     let slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
-                    prop_assert_eq!(journal.append(&slices).unwrap(), model.len() as u64);
-                    model.extend(batch);
+                    let next = model.iter().map(Vec::len).sum::<usize>() as u64;
+                    prop_assert_eq!(journal.append(&slices).unwrap(), next);
+                    if !batch.is_empty() {
+                        model.push(batch);
+                    }
                 }
                 Op::Reopen => {
                     drop(journal);
@@ -423,26 +621,45 @@ proptest! {
                     prop_assert_eq!(recovery.damage, None);
                 }
                 Op::ReadFrom(index) => {
-                    let from = index.index(model.len() + 1);
+                    let records = model.concat();
+                    let from = index.index(records.len() + 1);
                     let read = collect(journal.read_from(from as u64).unwrap());
-                    prop_assert_eq!(&read[..], &model[from..]);
+                    prop_assert_eq!(&read[..], &records[from..]);
                 }
                 Op::Crash(index) => {
                     drop(journal);
                     let last = segment_files(dir.path()).pop().unwrap();
                     let name = last.file_name().unwrap().to_str().unwrap();
                     let EntryKind::Segment(base) = classify(name) else { unreachable!() };
-                    let positions = frame_positions(&model[base as usize..]);
+                    // A batch is never split, so the last segment starts at a batch.
+                    let mut first_offset = 0;
+                    let first_batch = model
+                        .iter()
+                        .position(|batch| {
+                            let starts_here = first_offset >= base;
+                            first_offset += batch.len() as u64;
+                            starts_here
+                        })
+                        .unwrap_or(model.len());
+                    let before: usize = model[..first_batch].iter().map(Vec::len).sum();
+                    prop_assert_eq!(before as u64, base, "the last segment starts at a batch");
+                    let in_segment = &model[first_batch..];
+                    let positions = frame_positions(&in_segment.concat());
                     let end = *positions.last().unwrap();
                     let at = SEGMENT_HEADER_LEN + index.index((end - SEGMENT_HEADER_LEN + 1) as usize) as u64;
                     cut(&last, at);
+                    // when reopened, the complete batches before the cut survive, nothing else
+                    let ends = batch_ends(&in_segment.iter().map(Vec::len).collect::<Vec<_>>());
+                    let kept_batches = ends.iter().rposition(|&e| positions[e] <= at).unwrap();
+                    let kept = ends[kept_batches];
                     let whole = positions.iter().rposition(|&p| p <= at).unwrap();
                     let recovery;
                     (journal, recovery) = EmbeddedJournal::open(dir.path(), options.clone()).unwrap();
-                    let torn = at - positions[whole];
-                    prop_assert_eq!(recovery.truncated_bytes, torn);
-                    prop_assert_eq!(recovery.truncated_at_offset.is_some(), torn > 0);
-                    model.truncate(base as usize + whole);
+                    let dropped = at - positions[kept];
+                    prop_assert_eq!(recovery.truncated_bytes, dropped);
+                    prop_assert_eq!(recovery.truncated_at_offset, (dropped > 0).then_some(base + kept as u64));
+                    prop_assert_eq!(recovery.damage.map_or(0, |d| d.unfinished_records), (whole - kept) as u64);
+                    model.truncate(first_batch + kept_batches);
                 }
             }
             check_equals_model(&journal, &model);
