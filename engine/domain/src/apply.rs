@@ -413,9 +413,10 @@ impl DomainState {
                     conversation.conference = None;
                 }
                 conversation.wrapping_up.insert(e.agent_id.clone());
+                let queue_id = conversation.queue_id.clone();
                 let agent = self.agents.get_mut(&e.agent_id).expect("checked above");
                 agent.holdings.get_mut(&e.conversation_id).expect("checked above").role =
-                    Role::WrapUp { since_ms: at_ms };
+                    Role::WrapUp { since_ms: at_ms, queue_id };
             }
             Event::WrapUpSubmitted(e) => {
                 let agent = self.agent_mut(&e.agent_id, blame)?;
@@ -652,12 +653,13 @@ impl DomainState {
     }
 
     /// A closed conversation keeps its place in the state (so the invariant
-    /// "none is lost" can be checked) but not its message bookkeeping.
+    /// "none is lost" can be checked) and its agent messages (channels send
+    /// receipts late), but not the sender ids of customer messages: no
+    /// customer message is taken after the end.
     fn forget_if_closed(&mut self, conversation_id: &str) {
         if let Some(conversation) = self.conversations.get_mut(conversation_id) {
             if conversation.status == ConversationStatus::Ended && conversation.wrapping_up.is_empty() {
                 conversation.external_ids.clear();
-                conversation.agent_messages.clear();
             }
         }
     }

@@ -412,10 +412,9 @@ fn decide(out: &mut Emitter, command: &C) -> Result<(), Rejection> {
             }))
         }
         C::AutoWrapUp(c) => {
-            let Ok(since_ms) = owed_wrap_up(state, &c.agent_id, &c.conversation_id) else {
+            let Ok((since_ms, queue_id)) = owed_wrap_up(state, &c.agent_id, &c.conversation_id) else {
                 return Ok(()); // Submitted by hand before the timer fired.
             };
-            let queue_id = &state.known_conversation(&c.conversation_id)?.queue_id;
             let after = state.queues.get(queue_id).map_or(0, |q| q.config.auto_wrap_up_ms);
             if after == 0 || out.at_ms < since_ms.saturating_add(after as i64) {
                 return Err(Rejection::Invalid(format!(
@@ -457,11 +456,16 @@ fn decide(out: &mut Emitter, command: &C) -> Result<(), Rejection> {
     }
 }
 
-/// When the agent started owing a wrap-up for the conversation.
-fn owed_wrap_up(state: &DomainState, agent_id: &str, conversation_id: &str) -> Result<i64, Rejection> {
+/// When the agent started owing a wrap-up for the conversation, and for
+/// which queue.
+fn owed_wrap_up<'a>(
+    state: &'a DomainState,
+    agent_id: &str,
+    conversation_id: &str,
+) -> Result<(i64, &'a str), Rejection> {
     let agent = state.known_agent(agent_id)?;
     match agent.holdings.get(conversation_id).map(|h| &h.role) {
-        Some(Role::WrapUp { since_ms }) => Ok(*since_ms),
+        Some(Role::WrapUp { since_ms, queue_id }) => Ok((*since_ms, queue_id)),
         _ => Err(Rejection::NoWrapUpPending {
             agent_id: agent_id.to_owned(),
             conversation_id: conversation_id.to_owned(),

@@ -104,6 +104,9 @@ pub enum Role {
     WrapUp {
         /// When the agent left.
         since_ms: i64,
+        /// The queue the agent handled it for: its automatic wrap-up applies,
+        /// even if the conversation moves on to another queue.
+        queue_id: QueueId,
     },
 }
 

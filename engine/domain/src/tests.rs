@@ -764,3 +764,51 @@ fn apply_refuses_events_the_state_cannot_explain_and_changes_nothing() {
         .unwrap();
     assert_eq!(f.state.last_sequence, next);
 }
+
+#[test]
+fn automatic_wrap_up_follows_the_queue_the_agent_left_not_where_the_conversation_went() {
+    let mut f = Fixture::new(RoutingStrategy::LongestAvailable);
+    let mut auto = queue("auto", Channel::Sms, RoutingStrategy::LongestAvailable, TransferTimeoutPolicy::Drop);
+    auto.auto_wrap_up_ms = 30_000;
+    let manual = queue("manual", Channel::Sms, RoutingStrategy::LongestAvailable, TransferTimeoutPolicy::Drop);
+    f.ok(C::ConfigureQueue(ConfigureQueue { queue: Some(auto) }));
+    f.ok(C::ConfigureQueue(ConfigureQueue { queue: Some(manual) }));
+    let profile = |id: &str, queue_id: &str| {
+        C::ConfigureAgent(ConfigureAgent {
+            profile: Some(AgentProfile {
+                agent_id: id.into(),
+                name: id.into(),
+                capacities: vec![ChannelCapacity { channel: Channel::Sms as i32, max: 2 }],
+                queue_ids: vec![queue_id.into()],
+            }),
+        })
+    };
+    f.ok(profile("amy", "auto")).ok(profile("bob", "manual"));
+    f.available("amy", 0);
+    f.owns("amy", "s1", "auto");
+    f.at(3_000);
+    f.transfer("amy", "s1", transfer::Target::ToQueueId("manual".into())).unwrap();
+    let auto_wrap_up = |agent: &str| C::AutoWrapUp(AutoWrapUp { agent_id: agent.into(), conversation_id: "s1".into() });
+    f.at(33_000).ok(auto_wrap_up("amy"));
+    assert!(matches!(&f.last[0].event, Some(Event::WrapUpSubmitted(w)) if w.automatic && w.agent_id == "amy"));
+    // Bob handles it for the manual queue: no automatic wrap-up for him.
+    f.available("bob", 40_000);
+    let offer = f.offered();
+    f.accept("bob", &offer.offer_id).unwrap();
+    f.end("bob", "s1").unwrap();
+    f.at(100_000);
+    assert!(matches!(f.run(auto_wrap_up("bob")), Err(Rejection::Invalid(_))));
+}
+
+#[test]
+fn a_receipt_that_arrives_after_the_conversation_closed_is_still_recorded() {
+    let mut f = Fixture::new(RoutingStrategy::LongestAvailable);
+    f.agent("amy", 1).available("amy", 0);
+    f.owns("amy", "wa", QUEUE_WHATSAPP);
+    f.message("amy", "wa", "bye", "goodbye").unwrap();
+    f.end("amy", "wa").unwrap();
+    f.wrap_up("amy", "wa", &["support"]).unwrap();
+    assert_eq!(f.place("wa"), Place::Closed);
+    f.ok(C::RecordReceipt(RecordReceipt { conversation_id: "wa".into(), message_id: "bye".into(), read: true }));
+    assert_eq!(f.kinds(), ["MessageRead"]);
+}
