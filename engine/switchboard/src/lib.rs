@@ -2,6 +2,7 @@
 //! supervisors' figures, the day simulator, and what the binary needs to
 //! drive them over a journal.
 
+pub mod config;
 pub mod describe;
 pub mod figures;
 pub mod replay;

@@ -437,17 +437,7 @@ impl<'a> Sim<'a> {
     fn configure(&mut self) -> Result<(), SimulateError> {
         let scenario = self.scenario;
         for queue in &scenario.queues {
-            let config = QueueConfig {
-                queue_id: queue.id.clone(),
-                name: if queue.name.is_empty() { queue.id.clone() } else { queue.name.clone() },
-                channel: queue.channel.channel() as i32,
-                strategy: queue.strategy.strategy() as i32,
-                offer_timeout_ms: queue.offer_timeout_ms,
-                transfer_timeout_policy: queue.transfer_timeout.policy() as i32,
-                priority: queue.priority,
-                auto_wrap_up_ms: queue.auto_wrap_up_ms,
-            };
-            self.configuration(C::ConfigureQueue(ConfigureQueue { queue: Some(config) }))?;
+            self.configuration(C::ConfigureQueue(ConfigureQueue { queue: Some(queue.queue_config()) }))?;
         }
         let reasons = scenario.wrap_up_reasons.clone();
         self.configuration(C::ConfigureWrapUpReasons(ConfigureWrapUpReasons { reasons }))?;

@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::Rng;
 use rand_distr::{Distribution as _, Exp, LogNormal};
 use serde::{Deserialize, Serialize};
-use switchboard_proto::v1::{Channel, RoutingStrategy, TransferTimeoutPolicy};
+
+// The names and the queue format are the server configuration's, so that both
+// files accept the same words and configure queues the same way.
+pub use crate::config::{ChannelName, QueueSpec, StrategyName, TransferPolicyName};
 
 /// The default scenario's text, as shipped in `scenarios/default.toml`.
 const DEFAULT_TOML: &str = include_str!("../../scenarios/default.toml");
@@ -67,115 +70,6 @@ pub struct Scenario {
     pub wrap_up: WrapUpBehaviour,
     /// Agents' idle breaks.
     pub breaks: BreakBehaviour,
-}
-
-/// A channel, by the name used in files and on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChannelName {
-    /// Facebook Messenger.
-    Messenger,
-    /// SMS.
-    Sms,
-    /// The site's chat widget.
-    Webchat,
-    /// Email.
-    Email,
-    /// WhatsApp.
-    Whatsapp,
-}
-
-impl ChannelName {
-    /// The schema's channel.
-    pub fn channel(self) -> Channel {
-        match self {
-            Self::Messenger => Channel::Messenger,
-            Self::Sms => Channel::Sms,
-            Self::Webchat => Channel::Webchat,
-            Self::Email => Channel::Email,
-            Self::Whatsapp => Channel::Whatsapp,
-        }
-    }
-}
-
-/// A queue's routing strategy, by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StrategyName {
-    /// The agent free the longest gets the offer.
-    LongestAvailable,
-    /// Agents take turns.
-    RoundRobin,
-    /// The agent with the lowest share of their capacity in use.
-    LeastOccupied,
-}
-
-impl StrategyName {
-    /// The schema's strategy.
-    pub fn strategy(self) -> RoutingStrategy {
-        match self {
-            Self::LongestAvailable => RoutingStrategy::LongestAvailable,
-            Self::RoundRobin => RoutingStrategy::RoundRobin,
-            Self::LeastOccupied => RoutingStrategy::LeastOccupied,
-        }
-    }
-}
-
-/// What a lapsed transfer to an agent does, by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TransferPolicyName {
-    /// The conversation ends (the reference product's behaviour).
-    Drop,
-    /// The conversation goes back to its queue.
-    Requeue,
-}
-
-impl TransferPolicyName {
-    /// The schema's policy.
-    pub fn policy(self) -> TransferTimeoutPolicy {
-        match self {
-            Self::Drop => TransferTimeoutPolicy::Drop,
-            Self::Requeue => TransferTimeoutPolicy::Requeue,
-        }
-    }
-}
-
-/// A queue of the domain.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct QueueSpec {
-    /// The queue's id (required).
-    pub id: String,
-    /// Display name; the id when empty.
-    pub name: String,
-    /// The channel it serves.
-    pub channel: ChannelName,
-    /// How it picks an agent.
-    pub strategy: StrategyName,
-    /// How long an agent has to accept.
-    pub offer_timeout_ms: u64,
-    /// What a lapsed transfer to an agent does.
-    pub transfer_timeout: TransferPolicyName,
-    /// Higher is offered first.
-    pub priority: i32,
-    /// Zero: agents wrap up by hand; otherwise automatically after this long.
-    pub auto_wrap_up_ms: u64,
-}
-
-impl Default for QueueSpec {
-    fn default() -> Self {
-        Self {
-            id: String::new(),
-            name: String::new(),
-            channel: ChannelName::Webchat,
-            strategy: StrategyName::LongestAvailable,
-            offer_timeout_ms: 30_000,
-            transfer_timeout: TransferPolicyName::Requeue,
-            priority: 0,
-            auto_wrap_up_ms: 0,
-        }
-    }
 }
 
 /// Agents of one profile: ids `<prefix>-01`, `<prefix>-02`, ...
