@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use switchboard::config::Config;
 use switchboard::replay::{self, Filter, Replay, ReplayOptions};
+use switchboard::serve;
 use switchboard::simulate::{self, Scenario};
 use switchboard::sink::JournalSink;
 use switchboard_journal::{EmbeddedJournal, Journal, JournalOptions};
@@ -26,6 +28,22 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the engine: route conversations to agents over the API, on the
+    /// embedded journal in --data.
+    Serve {
+        /// Tenants, queues, agents and tokens (TOML); without it a demo tenant.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The journal's directory (created if missing).
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        /// Address to listen on; port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Shards (threads) routing domains are spread over.
+        #[arg(long, default_value_t = 2)]
+        shards: usize,
+    },
     /// Read a journal: the timeline of a conversation or an agent, or the
     /// figures of the whole log; with --verify, check every invariant.
     Replay {
@@ -83,6 +101,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Serve { config, data, listen, shards } => {
+            let config = match config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read configuration {}", path.display()))?;
+                    Config::from_toml(&text).with_context(|| format!("invalid configuration {}", path.display()))?
+                }
+                None => Config::demo(),
+            };
+            actix_web::rt::System::new().block_on(serve::run(config, data, &listen, shards))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay { data, conversation, agent, verify, format, service_level_ms } => {
             let filter = match (conversation, agent) {
                 (Some(id), _) => Filter::Conversation(id),

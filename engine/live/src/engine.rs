@@ -1,0 +1,406 @@
+//! The engine handle: start (recover, configure, expire what fell due while
+//! down), submit, subscribe, read states, shut down.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+
+use actix::{Actor, Addr, Arbiter};
+use switchboard_domain::{Command, DomainState, Envelope};
+use switchboard_journal::{Appender, EmbeddedJournal, GroupCommitter, JournalError};
+use tokio::sync::{broadcast, mpsc as tokio_mpsc};
+
+use crate::error::{EngineError, Outage, SubmitError};
+use crate::recovery::recover;
+use crate::shard::{is_configuration, DomainEntry, Mode, Pending, ShardActor, Snapshot, StartTimers, Stop, Submit};
+use crate::timer::run_timers;
+use crate::writer::{self, Outlets};
+
+/// How to run an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The journal's directory (created if missing; locked while running).
+    pub data_dir: PathBuf,
+    /// Shards, one thread each; a routing domain lives in exactly one.
+    pub shards: usize,
+    /// Commands a shard's mailbox holds before submitters wait.
+    pub mailbox_capacity: usize,
+    /// Per routing domain, how many recent command ids are remembered with
+    /// their events, so that a retry within that many later commands of
+    /// the domain is answered with the original events instead of being
+    /// executed again. Refilled from the log at start.
+    pub idempotency_window: usize,
+    /// Events a [`Engine::subscribe`] receiver may fall behind by before it
+    /// misses some (and is told so by `RecvError::Lagged`).
+    pub subscriber_capacity: usize,
+}
+
+impl EngineOptions {
+    /// Defaults for a journal in `data_dir`: 2 shards, mailboxes of 1024,
+    /// 1024 remembered commands per domain, subscribers 65536 events behind.
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineOptions {
+        EngineOptions {
+            data_dir: data_dir.into(),
+            shards: 2,
+            mailbox_capacity: 1024,
+            idempotency_window: 1024,
+            subscriber_capacity: 65536,
+        }
+    }
+}
+
+/// The running engine: a cheap, cloneable handle.
+///
+/// Must be started and used inside an actix `System` (actix-web provides
+/// one). Every event it reports has been made durable in the journal first.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Vec<Shard>,
+    /// Hosts every shard's timer task, away from the busy shard threads.
+    timer_arbiter: Arbiter,
+    subscribers: broadcast::Sender<Arc<Envelope>>,
+    committer: Mutex<Option<GroupCommitter<EmbeddedJournal>>>,
+    writers: Mutex<Vec<JoinHandle<()>>>,
+    data_dir: PathBuf,
+    accepting: AtomicBool,
+    ready: AtomicBool,
+}
+
+struct Shard {
+    addr: Addr<ShardActor>,
+    arbiter: Arbiter,
+    failed: Arc<OnceLock<JournalError>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Without a shutdown: let the threads end rather than outlive the engine.
+        self.timer_arbiter.stop();
+        for shard in &self.shards {
+            shard.arbiter.stop();
+        }
+    }
+}
+
+/// The shard that owns `domain`: a hash that is the same in every process
+/// and release (FNV-1a), unlike std's randomized hasher.
+fn shard_of(domain: &str, shards: usize) -> usize {
+    let hash = domain.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (hash % shards as u64) as usize
+}
+
+/// Starts shard `index` (its arbiter, actor, writer and timer task).
+fn spawn_shard(
+    index: usize,
+    domains: BTreeMap<String, DomainEntry>,
+    options: &EngineOptions,
+    appender: Appender,
+    subscribers: broadcast::Sender<Arc<Envelope>>,
+    timer_arbiter: &Arbiter,
+) -> (Shard, JoinHandle<()>) {
+    let (jobs, job_queue) = mpsc::channel();
+    let (timers, timer_queue) = tokio_mpsc::unbounded_channel();
+    let failed = Arc::new(OnceLock::new());
+    let outlets = Outlets { appender, subscribers, timers: timers.clone(), failed: failed.clone() };
+    let writer = writer::spawn(index, job_queue, outlets);
+    let actor = ShardActor::new(domains, options.idempotency_window, jobs, timers, failed.clone());
+    let arbiter = Arbiter::new();
+    let capacity = options.mailbox_capacity;
+    let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
+        ctx.set_mailbox_capacity(capacity);
+        actor
+    });
+    timer_arbiter.spawn(run_timers(timer_queue, addr.clone()));
+    (Shard { addr, arbiter, failed }, writer)
+}
+
+fn stopped<E>(_: E) -> SubmitError {
+    SubmitError::Unavailable(Outage::Stopped)
+}
+
+async fn answer<T>(sent: Result<Pending<T>, actix::MailboxError>) -> Result<T, SubmitError> {
+    sent.map_err(stopped)?.await.map_err(stopped)?
+}
+
+impl Engine {
+    /// Opens the journal, folds it, starts the shards, applies
+    /// `configuration` (skipping commands that would change nothing, so a
+    /// restart appends no duplicates), expires the offers and automatic
+    /// wrap-ups that fell due while the engine was down, and arms the other
+    /// timers. Refuses a journal it cannot explain, naming the offset.
+    pub async fn start(options: EngineOptions, configuration: Vec<Command>) -> Result<Engine, EngineError> {
+        if options.shards == 0 {
+            return Err(EngineError::Options("shards must be at least 1"));
+        }
+        if options.mailbox_capacity == 0 || options.subscriber_capacity == 0 {
+            return Err(EngineError::Options("mailbox_capacity and subscriber_capacity must be at least 1"));
+        }
+        if let Some(command) = configuration.iter().find(|c| !is_configuration(c)) {
+            return Err(EngineError::NotConfiguration { command_id: command.command_id.clone() });
+        }
+        let (dir, window) = (options.data_dir.clone(), options.idempotency_window);
+        let (journal, domains) = tokio::task::spawn_blocking(move || recover(&dir, window))
+            .await
+            .map_err(|e| EngineError::Runtime(e.to_string()))??;
+        let committer = GroupCommitter::spawn(journal);
+        let (subscribers, _) = broadcast::channel(options.subscriber_capacity);
+        let mut partitions: Vec<BTreeMap<String, DomainEntry>> = (0..options.shards).map(|_| BTreeMap::new()).collect();
+        for (domain, entry) in domains {
+            partitions[shard_of(&domain, options.shards)].insert(domain, entry);
+        }
+        let timer_arbiter = Arbiter::new();
+        let (shards, writers) = partitions
+            .into_iter()
+            .enumerate()
+            .map(|(index, domains)| {
+                spawn_shard(index, domains, &options, committer.appender(), subscribers.clone(), &timer_arbiter)
+            })
+            .unzip();
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                shards,
+                timer_arbiter,
+                subscribers,
+                committer: Mutex::new(Some(committer)),
+                writers: Mutex::new(writers),
+                data_dir: options.data_dir,
+                accepting: AtomicBool::new(true),
+                ready: AtomicBool::new(false),
+            }),
+        };
+        for (command_id, result) in engine.route_all(configuration, Mode::Configuration).await {
+            result.map_err(|source| EngineError::Configuration { command_id, source })?;
+        }
+        let now_ms = crate::now_ms();
+        let mut overdue = Vec::new();
+        for shard in &engine.inner.shards {
+            let due = shard.addr.send(StartTimers { now_ms }).await.map_err(|e| EngineError::Runtime(e.to_string()))?;
+            overdue.extend(due);
+        }
+        for (command_id, result) in engine.route_all(overdue, Mode::Normal).await {
+            match result {
+                Ok(_) => {}
+                Err(SubmitError::Rejected(rejection)) => {
+                    tracing::warn!(%command_id, %rejection, "start-up expiry refused");
+                }
+                Err(source) => return Err(EngineError::StartUp { command_id, source }),
+            }
+        }
+        engine.inner.ready.store(true, Ordering::SeqCst);
+        Ok(engine)
+    }
+
+    /// True once recovery, configuration and start-up expiries are done, and
+    /// until shutdown or a journal failure.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::SeqCst)
+            && self.inner.accepting.load(Ordering::SeqCst)
+            && self.inner.shards.iter().all(|shard| shard.failed.get().is_none())
+    }
+
+    /// Decides `command` in its domain's shard and returns its events once
+    /// they are durable in the journal. An `at_ms` of 0 is stamped with the
+    /// clock; any time is moved up to the domain's last event if earlier.
+    /// A command id the domain has seen recently is answered with the
+    /// original events, not executed again.
+    pub async fn submit(&self, command: Command) -> Result<Vec<Envelope>, SubmitError> {
+        if !self.inner.accepting.load(Ordering::SeqCst) {
+            return Err(SubmitError::Unavailable(Outage::Stopped));
+        }
+        self.route(command, Mode::Normal).await
+    }
+
+    async fn route(&self, command: Command, mode: Mode) -> Result<Vec<Envelope>, SubmitError> {
+        let shard = &self.inner.shards[shard_of(&command.domain, self.inner.shards.len())];
+        answer(shard.addr.send(Submit { command, mode }).await).await
+    }
+
+    /// Decides `commands` in order, then waits for them all: their appends
+    /// are grouped instead of costing an fsync each.
+    async fn route_all(&self, commands: Vec<Command>, mode: Mode) -> Vec<(String, Result<Vec<Envelope>, SubmitError>)> {
+        let mut decided = Vec::new();
+        for command in commands {
+            let command_id = command.command_id.clone();
+            let shard = &self.inner.shards[shard_of(&command.domain, self.inner.shards.len())];
+            decided.push((command_id, shard.addr.send(Submit { command, mode }).await));
+        }
+        let mut results = Vec::new();
+        for (command_id, sent) in decided {
+            results.push((command_id, answer(sent).await));
+        }
+        results
+    }
+
+    /// Every durable event from now on, after its append, in journal order
+    /// within each domain.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
+        self.inner.subscribers.subscribe()
+    }
+
+    /// A copy of every domain's state, each as of a moment at which all it
+    /// holds is durable: what a replay of the journal would give then (each
+    /// shard is copied at its own moment; domains are independent).
+    pub async fn states(&self) -> Result<BTreeMap<String, DomainState>, SubmitError> {
+        let mut states = BTreeMap::new();
+        for shard in &self.inner.shards {
+            states.append(&mut answer(shard.addr.send(Snapshot { domain: None }).await).await?);
+        }
+        Ok(states)
+    }
+
+    /// A copy of one domain's state (see [`states`](Self::states)), `None`
+    /// if it has no events yet.
+    pub async fn domain_state(&self, domain: &str) -> Result<Option<DomainState>, SubmitError> {
+        let shard = &self.inner.shards[shard_of(domain, self.inner.shards.len())];
+        let mut states = answer(shard.addr.send(Snapshot { domain: Some(domain.to_owned()) }).await).await?;
+        Ok(states.remove(domain))
+    }
+
+    /// Stops accepting commands and timers, lets every shard finish writing
+    /// what it decided (answering those callers), and closes the journal,
+    /// releasing its lock. Later calls do nothing.
+    pub async fn shutdown(&self) -> Result<(), EngineError> {
+        if !self.inner.accepting.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.inner.ready.store(false, Ordering::SeqCst);
+        self.inner.timer_arbiter.stop();
+        for shard in &self.inner.shards {
+            // Queued behind the commands already sent, which are decided first.
+            let _ = shard.addr.send(Stop).await;
+        }
+        let writers = std::mem::take(&mut *self.inner.writers.lock().unwrap_or_else(PoisonError::into_inner));
+        let committer = self.inner.committer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let dir = self.inner.data_dir.clone();
+        let closed = tokio::task::spawn_blocking(move || {
+            for writer in writers {
+                let _ = writer.join();
+            }
+            committer.map_or(Ok(()), |c| c.shutdown().map(drop)).map_err(|source| EngineError::Journal { dir, source })
+        })
+        .await
+        .map_err(|e| EngineError::Runtime(e.to_string()))?;
+        for shard in &self.inner.shards {
+            shard.arbiter.stop();
+        }
+        closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+    use switchboard_journal::{Journal, JournalOptions, RecordIter};
+    use switchboard_proto::v1::command::Command as C;
+    use switchboard_proto::v1::*;
+
+    #[test]
+    fn a_domain_always_hashes_to_the_same_shard() {
+        // Pinned (FNV-1a of "a" is 0xaf63dc4c8601ec8c): a change would move domains between shards.
+        assert_eq!(shard_of("acme", 2), shard_of("acme", 2));
+        assert_eq!([shard_of("", 7), shard_of("a", 7), shard_of("acme", 7)], [2, 5, 3]);
+        let spread: std::collections::BTreeSet<usize> = (0..64).map(|i| shard_of(&format!("d{i}"), 4)).collect();
+        assert_eq!(spread.len(), 4);
+    }
+
+    fn configure_queue(command_id: &str) -> Command {
+        Command {
+            command_id: command_id.into(),
+            domain: "d".into(),
+            at_ms: 0,
+            command: Some(C::ConfigureQueue(ConfigureQueue {
+                queue: Some(QueueConfig {
+                    queue_id: format!("q-{command_id}"),
+                    name: "Q".into(),
+                    channel: Channel::Webchat as i32,
+                    strategy: RoutingStrategy::LongestAvailable as i32,
+                    offer_timeout_ms: 30_000,
+                    transfer_timeout_policy: TransferTimeoutPolicy::Requeue as i32,
+                    priority: 0,
+                    auto_wrap_up_ms: 0,
+                }),
+            })),
+        }
+    }
+
+    /// A journal whose every append is slow, counting the appends.
+    struct Slow<J> {
+        inner: J,
+        appends: Arc<AtomicUsize>,
+        fail: bool,
+    }
+
+    impl<J: Journal> Journal for Slow<J> {
+        fn append(&mut self, records: &[&[u8]]) -> Result<u64, JournalError> {
+            std::thread::sleep(Duration::from_millis(50));
+            self.appends.fetch_add(1, Ordering::SeqCst);
+            if self.fail {
+                return Err(JournalError::CommitterStopped);
+            }
+            self.inner.append(records)
+        }
+        fn next_offset(&self) -> u64 {
+            self.inner.next_offset()
+        }
+        fn read_from(&self, offset: u64) -> Result<RecordIter, JournalError> {
+            self.inner.read_from(offset)
+        }
+    }
+
+    fn slow_shard(fail: bool) -> (Shard, Arc<AtomicUsize>, GroupCommitter<Slow<EmbeddedJournal>>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = EmbeddedJournal::open(dir.path(), JournalOptions::default()).unwrap();
+        let appends = Arc::new(AtomicUsize::new(0));
+        let committer = GroupCommitter::spawn(Slow { inner: journal, appends: appends.clone(), fail });
+        let (subscribers, _) = broadcast::channel(1024);
+        let options = EngineOptions::new(dir.path());
+        let timers = Arbiter::new();
+        let (shard, _writer) = spawn_shard(0, BTreeMap::new(), &options, committer.appender(), subscribers, &timers);
+        (shard, appends, committer, dir)
+    }
+
+    #[actix_rt::test]
+    async fn commands_decided_while_earlier_ones_are_written_share_the_next_append() {
+        // given a shard whose journal takes 50 ms per append
+        let (shard, appends, committer, _dir) = slow_shard(false);
+
+        // when 20 commands arrive at once
+        let mut pending = Vec::new();
+        for i in 0..20 {
+            let sent = shard.addr.send(Submit { command: configure_queue(&format!("c{i}")), mode: Mode::Normal });
+            pending.push(sent.await.unwrap());
+        }
+        let mut sequences = Vec::new();
+        for p in pending {
+            sequences.extend(p.await.unwrap().unwrap().iter().map(|e| e.sequence));
+        }
+
+        // then each got its events, in decision order, written in far fewer appends than commands
+        assert_eq!(sequences, (1..=20).collect::<Vec<u64>>());
+        assert!(appends.load(Ordering::SeqCst) <= 3, "{} appends", appends.load(Ordering::SeqCst));
+        assert_eq!(committer.shutdown().unwrap().inner.next_offset(), 20);
+    }
+
+    #[actix_rt::test]
+    async fn a_failed_append_takes_the_shard_out_of_service() {
+        // given a shard whose journal fails every append
+        let (shard, appends, _committer, _dir) = slow_shard(true);
+
+        // when a command is submitted, its caller hears of the failure, not of events
+        let first = answer(shard.addr.send(Submit { command: configure_queue("a"), mode: Mode::Normal }).await).await;
+        assert!(matches!(first, Err(SubmitError::Unavailable(Outage::JournalFailed(_)))), "{first:?}");
+
+        // then later commands are refused without being decided or written
+        let second = answer(shard.addr.send(Submit { command: configure_queue("b"), mode: Mode::Normal }).await).await;
+        assert!(matches!(second, Err(SubmitError::Unavailable(Outage::JournalFailed(_)))), "{second:?}");
+        assert_eq!(appends.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,112 @@
+//! Why the engine would not start, and why a command got no events.
+
+use std::path::PathBuf;
+
+use switchboard_domain::{Rejection, Violation};
+use switchboard_journal::JournalError;
+
+/// Why [`Engine::start`](crate::Engine::start) or
+/// [`Engine::shutdown`](crate::Engine::shutdown) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The options cannot work.
+    #[error("invalid engine options: {0}")]
+    Options(&'static str),
+    /// The journal could not be opened, read or closed (a held lock included).
+    #[error("journal in {}: {source}", dir.display())]
+    Journal {
+        /// The data directory.
+        dir: PathBuf,
+        /// What the journal reported.
+        #[source]
+        source: JournalError,
+    },
+    /// A record that is not an envelope: the engine cannot explain the log.
+    #[error("journal record at offset {offset} is not a switchboard.v1.Envelope: {source}; refusing to start on a log it cannot explain")]
+    Undecodable {
+        /// The record's offset.
+        offset: u64,
+        /// What prost reported.
+        #[source]
+        source: prost::DecodeError,
+    },
+    /// An event the fold refuses: the engine cannot explain the log.
+    #[error(
+        "journal record at offset {offset} breaks a rule: {violation}; refusing to start on a log it cannot explain"
+    )]
+    Violation {
+        /// The record's offset.
+        offset: u64,
+        /// The rule and details.
+        violation: Violation,
+    },
+    /// The folded state of a domain breaks an invariant.
+    #[error("domain {domain} breaks an invariant after recovery: {violation}")]
+    Invariant {
+        /// The routing domain.
+        domain: String,
+        /// The rule and details.
+        violation: Violation,
+    },
+    /// The configuration holds a command that is not configuration: it would
+    /// be executed again at every start.
+    #[error("configuration command {command_id} is not a queue, agent or reason configuration")]
+    NotConfiguration {
+        /// The command's id.
+        command_id: String,
+    },
+    /// A configuration command was refused.
+    #[error("configuration command {command_id} failed: {source}")]
+    Configuration {
+        /// The command's id.
+        command_id: String,
+        /// Why.
+        #[source]
+        source: SubmitError,
+    },
+    /// A command the engine issues itself at start-up (expiring what fell
+    /// due while it was down) could not be made durable.
+    #[error("start-up command {command_id} failed: {source}")]
+    StartUp {
+        /// The command's id.
+        command_id: String,
+        /// Why.
+        #[source]
+        source: SubmitError,
+    },
+    /// A shard's actor or a blocking start-up task went away.
+    #[error("the engine's runtime failed: {0}")]
+    Runtime(String),
+}
+
+/// Why [`Engine::submit`](crate::Engine::submit) produced no events.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubmitError {
+    /// The domain refused the command; nothing was written.
+    #[error("rejected: {0}")]
+    Rejected(Rejection),
+    /// The command could not be decided or made durable; see [`Outage`].
+    #[error("unavailable: {0}")]
+    Unavailable(Outage),
+}
+
+/// Why a shard or domain cannot take commands.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Outage {
+    /// The engine is shutting down or has shut down.
+    #[error("the engine is stopped")]
+    Stopped,
+    /// An append failed: the shard's memory is ahead of its log, so it takes
+    /// no more commands until a restart recovers it from the journal.
+    #[error("the journal failed, restart the engine to recover from it: {0}")]
+    JournalFailed(JournalError),
+    /// A command hit an internal error of the domain, whose state may no
+    /// longer match its log; a restart rebuilds it.
+    #[error("domain {domain} is out of service until a restart rebuilds it from the log: {reason}")]
+    DomainBroken {
+        /// The routing domain.
+        domain: String,
+        /// The internal error.
+        reason: String,
+    },
+}

@@ -1,0 +1,28 @@
+//! Switchboard's live engine: routing domains hosted in actix actors, every
+//! decision durable in the journal before anyone hears of it.
+//!
+//! A routing domain lives in exactly one shard, chosen by a stable hash of
+//! its name. Each shard is one [`actix::Arbiter`] (thread) running one actor
+//! that owns its domains' [`DomainState`]s and decides commands with
+//! [`DomainState::execute`]; a writer thread per shard makes the decided
+//! events durable through the journal's group committer, and only then
+//! replies, publishes the events to subscribers and arms their timers.
+//! Design and reasoning: `docs/live-engine.md`.
+
+mod engine;
+mod error;
+mod recovery;
+mod shard;
+mod timer;
+mod writer;
+
+pub use engine::{Engine, EngineOptions};
+pub use error::{EngineError, Outage, SubmitError};
+pub use switchboard_domain::{Command, DomainState, Envelope, Rejection};
+
+/// The wall clock in milliseconds since the Unix epoch: the time commands
+/// are stamped with and timers are measured against.
+fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,389 @@
+//! The shard actor: owns its routing domains' states and decides commands.
+//!
+//! It never waits for the disk. A decision's events are applied to the
+//! state at once (so the next command is decided against them) and handed
+//! to the shard's writer with a completion that replies; every answer,
+//! rejections and repeats included, goes through the writer, so nobody hears
+//! of a state the log does not hold yet.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{mpsc, Arc, OnceLock};
+
+use actix::{Actor, Context, Handler, Message, MessageResult};
+use switchboard_domain::{Command, DomainState, Envelope, Rejection};
+use switchboard_journal::JournalError;
+use switchboard_proto::v1::command::Command as C;
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+use crate::error::{Outage, SubmitError};
+use crate::timer::{timers_for, timers_from_state, Due};
+use crate::writer::Job;
+
+/// A routing domain as its shard holds it.
+pub(crate) struct DomainEntry {
+    pub(crate) state: DomainState,
+    pub(crate) recent: Recent,
+    /// Set when `execute` reported an internal error: the state may no
+    /// longer match the log, so the domain takes no commands until a
+    /// restart rebuilds it.
+    broken: Option<String>,
+}
+
+impl DomainEntry {
+    pub(crate) fn new(domain: &str, window: usize) -> DomainEntry {
+        DomainEntry { state: DomainState::new(domain), recent: Recent::new(window), broken: None }
+    }
+}
+
+/// The events of a domain's most recent commands, by command id, so that a
+/// retried command is answered with its original events instead of being
+/// executed twice. Holds at most `limit` commands; the oldest goes first.
+/// Rejected commands are not kept (a retry is decided again).
+pub(crate) struct Recent {
+    limit: usize,
+    order: VecDeque<String>,
+    events: HashMap<String, Vec<Arc<Envelope>>>,
+}
+
+impl Recent {
+    fn new(limit: usize) -> Recent {
+        Recent { limit, order: VecDeque::new(), events: HashMap::new() }
+    }
+
+    fn get(&self, command_id: &str) -> Option<&Vec<Arc<Envelope>>> {
+        self.events.get(command_id)
+    }
+
+    fn insert(&mut self, command_id: String, events: Vec<Arc<Envelope>>) {
+        if self.limit == 0 {
+            return;
+        }
+        // An id seen again (a start-up configuration may reuse one) counts as
+        // its latest use; rare, so the linear search does not matter.
+        if self.events.insert(command_id.clone(), events).is_some() {
+            self.order.retain(|id| *id != command_id);
+        }
+        self.order.push_back(command_id);
+        if self.order.len() > self.limit {
+            let oldest = self.order.pop_front().expect("over the limit, so not empty");
+            self.events.remove(&oldest);
+        }
+    }
+
+    /// Adds a recovered event: consecutive events of one command id are
+    /// one command's events.
+    pub(crate) fn record(&mut self, envelope: Arc<Envelope>) {
+        match self.order.back() {
+            Some(last) if *last == envelope.command_id => {
+                self.events.get_mut(last).expect("ordered ids are kept").push(envelope);
+            }
+            _ => self.insert(envelope.command_id.clone(), vec![envelope]),
+        }
+    }
+}
+
+/// How a command is treated before it is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A repeated command id is answered from [`Recent`].
+    Normal,
+    /// Start-up configuration: skipped if it would change nothing, and never
+    /// answered from [`Recent`] (the same id may carry a changed setting).
+    Configuration,
+}
+
+/// What an answer waits on: the writer's completion.
+pub(crate) type Pending<T> = oneshot::Receiver<Result<T, SubmitError>>;
+
+/// Decide a command.
+pub(crate) struct Submit {
+    pub(crate) command: Command,
+    pub(crate) mode: Mode,
+}
+
+impl Message for Submit {
+    type Result = Pending<Vec<Envelope>>;
+}
+
+/// Clone the states (one domain, or all), as of everything durable.
+pub(crate) struct Snapshot {
+    pub(crate) domain: Option<String>,
+}
+
+impl Message for Snapshot {
+    type Result = Pending<BTreeMap<String, DomainState>>;
+}
+
+/// Arm every timer the recovered state calls for; returns the commands for
+/// those already due, for the engine to carry out before it is ready.
+pub(crate) struct StartTimers {
+    pub(crate) now_ms: i64,
+}
+
+impl Message for StartTimers {
+    type Result = Vec<Command>;
+}
+
+/// Stop deciding, let the writer finish what was decided, stop the actor.
+pub(crate) struct Stop;
+
+impl Message for Stop {
+    type Result = ();
+}
+
+/// One shard: its domains, and the way to its writer and timers.
+pub(crate) struct ShardActor {
+    domains: BTreeMap<String, DomainEntry>,
+    window: usize,
+    /// `None` once stopping: dropping it lets the writer finish and exit.
+    writer: Option<mpsc::Sender<Job>>,
+    timers: tokio_mpsc::UnboundedSender<Due>,
+    failed: Arc<OnceLock<JournalError>>,
+}
+
+impl ShardActor {
+    pub(crate) fn new(
+        domains: BTreeMap<String, DomainEntry>,
+        window: usize,
+        writer: mpsc::Sender<Job>,
+        timers: tokio_mpsc::UnboundedSender<Due>,
+        failed: Arc<OnceLock<JournalError>>,
+    ) -> ShardActor {
+        ShardActor { domains, window, writer: Some(writer), timers, failed }
+    }
+
+    fn available(&self) -> Result<(), Outage> {
+        match (self.failed.get(), &self.writer) {
+            (Some(e), _) => Err(Outage::JournalFailed(e.clone())),
+            (None, None) => Err(Outage::Stopped),
+            (None, Some(_)) => Ok(()),
+        }
+    }
+
+    /// Hands a job to the writer, or fails it at once if there is none.
+    fn write(&self, job: Job) {
+        let Some(writer) = &self.writer else {
+            return (job.done)(Err(JournalError::CommitterStopped)); // Unreachable: callers check `available`.
+        };
+        if let Err(unsent) = writer.send(job) {
+            // The writer is gone (it panicked): nothing decided from now on could be made durable.
+            let _ = self.failed.set(JournalError::CommitterStopped);
+            (unsent.0.done)(Err(JournalError::CommitterStopped));
+        }
+    }
+
+    /// Decides `command`: returns the events to write (already applied), the
+    /// timers they call for, and the answer to give once they are durable.
+    fn decide(&mut self, mut command: Command, mode: Mode) -> Result<Decision, Outage> {
+        self.available()?;
+        if command.domain.is_empty() {
+            return Ok(Decision::answer(Err(Rejection::Invalid("domain is required".into()))));
+        }
+        let is_new = !self.domains.contains_key(&command.domain);
+        let entry = self
+            .domains
+            .entry(command.domain.clone())
+            .or_insert_with(|| DomainEntry::new(&command.domain, self.window));
+        if let Some(reason) = &entry.broken {
+            return Err(Outage::DomainBroken { domain: command.domain, reason: reason.clone() });
+        }
+        let decision = match mode {
+            Mode::Normal if entry.recent.get(&command.command_id).is_some() => {
+                Decision::answer(Ok(entry.recent.get(&command.command_id).cloned().unwrap_or_default()))
+            }
+            Mode::Configuration if changes_nothing(&entry.state, &command) => Decision::answer(Ok(Vec::new())),
+            _ => {
+                if command.at_ms == 0 {
+                    command.at_ms = crate::now_ms();
+                }
+                // The live engine's time never goes back: a late clock or
+                // caller is taken to mean "now", after the last event.
+                command.at_ms = command.at_ms.max(entry.state.last_at_ms);
+                match entry.state.execute(&command) {
+                    Ok(events) => {
+                        let events: Vec<Arc<Envelope>> = events.into_iter().map(Arc::new).collect();
+                        let timers = timers_for(&events, &entry.state);
+                        entry.recent.insert(command.command_id, events.clone());
+                        Decision { events: events.clone(), timers, answer: Ok(events) }
+                    }
+                    Err(Rejection::Internal(violation)) => {
+                        tracing::error!(domain = %command.domain, %violation, "internal error: domain out of service");
+                        entry.broken = Some(violation.to_string());
+                        Decision::answer(Err(Rejection::Internal(violation)))
+                    }
+                    Err(rejection) => Decision::answer(Err(rejection)),
+                }
+            }
+        };
+        // A domain exists once it has an event, as in a replay of the log.
+        if is_new && decision.events.is_empty() {
+            self.domains.remove(&command.domain);
+        }
+        Ok(decision)
+    }
+}
+
+/// See [`ShardActor::decide`].
+struct Decision {
+    events: Vec<Arc<Envelope>>,
+    timers: Vec<Due>,
+    answer: Result<Vec<Arc<Envelope>>, Rejection>,
+}
+
+impl Decision {
+    fn answer(answer: Result<Vec<Arc<Envelope>>, Rejection>) -> Decision {
+        Decision { events: Vec::new(), timers: Vec::new(), answer }
+    }
+}
+
+/// Whether a configuration command would leave the state as it is, so that
+/// a restart given the same configuration appends nothing.
+fn changes_nothing(state: &DomainState, command: &Command) -> bool {
+    match &command.command {
+        Some(C::ConfigureQueue(c)) => {
+            c.queue.as_ref().is_some_and(|q| state.queues.get(&q.queue_id).is_some_and(|queue| queue.config == *q))
+        }
+        Some(C::ConfigureAgent(c)) => c.profile.as_ref().is_some_and(|p| {
+            state.agents.get(&p.agent_id).is_some_and(|agent| {
+                agent.name == p.name
+                    && agent.capacities == p.capacities.iter().map(|c| (c.channel, c.max)).collect()
+                    && agent.queues == p.queue_ids.iter().cloned().collect()
+            })
+        }),
+        Some(C::ConfigureWrapUpReasons(c)) => state.wrap_up_reasons == c.reasons,
+        Some(C::ConfigureIdleReasons(c)) => state.idle_reasons == c.reasons,
+        _ => false,
+    }
+}
+
+/// Whether a command is configuration (may be given at every start).
+pub(crate) fn is_configuration(command: &Command) -> bool {
+    matches!(
+        command.command,
+        Some(C::ConfigureQueue(_) | C::ConfigureAgent(_) | C::ConfigureWrapUpReasons(_) | C::ConfigureIdleReasons(_))
+    )
+}
+
+impl Actor for ShardActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Submit> for ShardActor {
+    type Result = MessageResult<Submit>;
+
+    fn handle(&mut self, msg: Submit, _: &mut Context<Self>) -> Self::Result {
+        let (reply, pending) = oneshot::channel();
+        match self.decide(msg.command, msg.mode) {
+            Err(outage) => {
+                let _ = reply.send(Err(SubmitError::Unavailable(outage)));
+            }
+            Ok(Decision { events, timers, answer }) => self.write(Job {
+                events,
+                timers,
+                done: Box::new(move |written| {
+                    let result = match written {
+                        Err(e) => Err(SubmitError::Unavailable(Outage::JournalFailed(e))),
+                        Ok(()) => answer
+                            .map(|events| events.iter().map(|e| Envelope::clone(e)).collect())
+                            .map_err(SubmitError::Rejected),
+                    };
+                    let _ = reply.send(result);
+                }),
+            }),
+        }
+        MessageResult(pending)
+    }
+}
+
+impl Handler<Snapshot> for ShardActor {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, msg: Snapshot, _: &mut Context<Self>) -> Self::Result {
+        let (reply, pending) = oneshot::channel();
+        let chosen: Vec<(&String, &DomainEntry)> = match &msg.domain {
+            Some(domain) => self.domains.get_key_value(domain).into_iter().collect(),
+            None => self.domains.iter().collect(),
+        };
+        let broken = chosen.iter().find_map(|(domain, entry)| Some((domain, entry.broken.as_ref()?)));
+        let snapshot = match (self.available(), broken) {
+            (Err(outage), _) => Err(outage),
+            (Ok(()), Some((domain, reason))) => {
+                Err(Outage::DomainBroken { domain: domain.to_string(), reason: reason.clone() })
+            }
+            (Ok(()), None) => Ok(chosen.into_iter().map(|(d, entry)| (d.clone(), entry.state.clone())).collect()),
+        };
+        match snapshot {
+            Err(outage) => {
+                let _ = reply.send(Err(SubmitError::Unavailable(outage)));
+            }
+            // The states include events still being written: answer once they are durable.
+            Ok(states) => self.write(Job {
+                events: Vec::new(),
+                timers: Vec::new(),
+                done: Box::new(move |written| {
+                    let _ = reply
+                        .send(written.map(|()| states).map_err(|e| SubmitError::Unavailable(Outage::JournalFailed(e))));
+                }),
+            }),
+        }
+        MessageResult(pending)
+    }
+}
+
+impl Handler<StartTimers> for ShardActor {
+    type Result = Vec<Command>;
+
+    fn handle(&mut self, msg: StartTimers, _: &mut Context<Self>) -> Vec<Command> {
+        let mut overdue = Vec::new();
+        for entry in self.domains.values().filter(|entry| entry.broken.is_none()) {
+            for due in timers_from_state(&entry.state) {
+                if due.deadline_ms <= msg.now_ms {
+                    overdue.push(due.command(msg.now_ms));
+                } else {
+                    let _ = self.timers.send(due);
+                }
+            }
+        }
+        overdue
+    }
+}
+
+impl Handler<Stop> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        self.writer = None;
+        actix::ActorContext::stop(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(sequence: u64, command_id: &str) -> Arc<Envelope> {
+        Arc::new(Envelope { domain: "d".into(), sequence, command_id: command_id.into(), ..Default::default() })
+    }
+
+    #[test]
+    fn recent_commands_are_bounded_and_the_oldest_goes_first() {
+        let mut recent = Recent::new(2);
+        for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+            recent.insert(id.into(), vec![envelope(i as u64 + 1, id)]);
+        }
+        assert!(recent.get("a").is_none());
+        assert_eq!(recent.get("b").unwrap()[0].sequence, 2);
+        assert_eq!(recent.get("c").unwrap()[0].sequence, 3);
+    }
+
+    #[test]
+    fn recovered_events_of_one_command_are_kept_together() {
+        let mut recent = Recent::new(8);
+        for (sequence, id) in [(1, "a"), (2, "a"), (3, "b"), (4, "a")] {
+            recent.record(envelope(sequence, id));
+        }
+        // "a" again after "b" is a later command with the same id: the later one is kept.
+        assert_eq!(recent.get("a").unwrap().iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(recent.get("b").unwrap().len(), 1);
+    }
+}

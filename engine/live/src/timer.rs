@@ -1,0 +1,276 @@
+//! Per-shard timers: offer deadlines and automatic wrap-ups.
+//!
+//! They run as a task on a thread of their own, not on the shard's arbiter:
+//! actix drains an actor's whole mailbox before anything else on its thread
+//! runs, so a busy shard would hold its own timers back. A timer that fires
+//! submits an ordinary command through the shard's mailbox, decided against
+//! the state of that moment (a no-op if the offer was accepted meanwhile).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use switchboard_domain::state::Role;
+use switchboard_domain::{Command, DomainState, Envelope};
+use switchboard_proto::v1::command::Command as C;
+use switchboard_proto::v1::envelope::Event;
+use switchboard_proto::v1::{AutoWrapUp, ExpireOffer};
+use tokio::sync::mpsc;
+
+use crate::shard::{Mode, ShardActor, Submit};
+
+/// Something due at a time. Ordered by time first, so a set of them is the
+/// timer queue, and arming the same thing twice keeps one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Due {
+    pub(crate) deadline_ms: i64,
+    pub(crate) domain: String,
+    pub(crate) what: Timer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    ExpireOffer { offer_id: String },
+    AutoWrapUp { agent_id: String, conversation_id: String, since_ms: i64 },
+}
+
+impl Due {
+    /// The command that carries the timer out. Its id is derived from what
+    /// is due, so a timer armed twice (e.g. again after a restart) is
+    /// recognised as the same command.
+    pub(crate) fn command(&self, now_ms: i64) -> Command {
+        let (command_id, command) = match &self.what {
+            Timer::ExpireOffer { offer_id } => {
+                (format!("timer/expire/{offer_id}"), C::ExpireOffer(ExpireOffer { offer_id: offer_id.clone() }))
+            }
+            Timer::AutoWrapUp { agent_id, conversation_id, since_ms } => (
+                format!("timer/auto-wrap-up/{agent_id}/{conversation_id}/{since_ms}"),
+                C::AutoWrapUp(AutoWrapUp { agent_id: agent_id.clone(), conversation_id: conversation_id.clone() }),
+            ),
+        };
+        // Never before the deadline: the domain refuses an early expiry.
+        Command { command_id, domain: self.domain.clone(), at_ms: now_ms.max(self.deadline_ms), command: Some(command) }
+    }
+}
+
+/// The timers a command's events call for, read against the state after them.
+pub(crate) fn timers_for(events: &[Arc<Envelope>], state: &DomainState) -> Vec<Due> {
+    let mut due = Vec::new();
+    for envelope in events {
+        match &envelope.event {
+            Some(Event::ConversationOffered(offer)) => due.push(Due {
+                deadline_ms: offer.deadline_ms,
+                domain: state.domain.clone(),
+                what: Timer::ExpireOffer { offer_id: offer.offer_id.clone() },
+            }),
+            Some(Event::WrapUpStarted(w)) => due.extend(wrap_up_due(state, &w.agent_id, &w.conversation_id)),
+            // A new auto wrap-up delay applies to the wrap-ups already pending.
+            Some(Event::QueueConfigured(q)) => {
+                let queue_id = q.queue.as_ref().map(|q| q.queue_id.as_str()).unwrap_or_default();
+                due.extend(pending_wrap_ups(state).filter(|(_, queue)| *queue == queue_id).map(|(due, _)| due));
+            }
+            _ => {}
+        }
+    }
+    due
+}
+
+/// Every timer the state calls for: each open offer's deadline and each
+/// pending automatic wrap-up. Used at start-up, when nothing is armed.
+pub(crate) fn timers_from_state(state: &DomainState) -> Vec<Due> {
+    let offers = state.offers.iter().map(|(offer_id, offer)| Due {
+        deadline_ms: offer.deadline_ms,
+        domain: state.domain.clone(),
+        what: Timer::ExpireOffer { offer_id: offer_id.clone() },
+    });
+    offers.chain(pending_wrap_ups(state).map(|(due, _)| due)).collect()
+}
+
+fn wrap_up_due(state: &DomainState, agent_id: &str, conversation_id: &str) -> Option<Due> {
+    let role = &state.agents.get(agent_id)?.holdings.get(conversation_id)?.role;
+    let Role::WrapUp { since_ms, queue_id } = role else { return None };
+    auto_wrap_up(state, agent_id, conversation_id, *since_ms, queue_id)
+}
+
+/// Every pending wrap-up whose queue submits it automatically, with that queue.
+fn pending_wrap_ups(state: &DomainState) -> impl Iterator<Item = (Due, &str)> + '_ {
+    state.agents.iter().flat_map(move |(agent_id, agent)| {
+        agent.holdings.iter().filter_map(move |(conversation_id, holding)| match &holding.role {
+            Role::WrapUp { since_ms, queue_id } => {
+                auto_wrap_up(state, agent_id, conversation_id, *since_ms, queue_id).map(|due| (due, queue_id.as_str()))
+            }
+            _ => None,
+        })
+    })
+}
+
+fn auto_wrap_up(
+    state: &DomainState,
+    agent_id: &str,
+    conversation_id: &str,
+    since_ms: i64,
+    queue_id: &str,
+) -> Option<Due> {
+    let after = state.queues.get(queue_id)?.config.auto_wrap_up_ms;
+    (after > 0).then(|| Due {
+        deadline_ms: since_ms.saturating_add(i64::try_from(after).unwrap_or(i64::MAX)),
+        domain: state.domain.clone(),
+        what: Timer::AutoWrapUp {
+            agent_id: agent_id.to_owned(),
+            conversation_id: conversation_id.to_owned(),
+            since_ms,
+        },
+    })
+}
+
+/// One shard's timer queue: takes armed timers from `arms` and submits each
+/// to `shard` when due. Ends when every sender of `arms` is gone (the shard
+/// and its writer stopped) or when its arbiter stops.
+pub(crate) async fn run_timers(mut arms: mpsc::UnboundedReceiver<Due>, shard: Addr<ShardActor>) {
+    let mut queue: BTreeSet<Due> = BTreeSet::new();
+    loop {
+        let next = queue.first().map(|due| due.deadline_ms);
+        let wait = async move {
+            match next {
+                Some(deadline_ms) => {
+                    let ms = u64::try_from(deadline_ms.saturating_sub(crate::now_ms())).unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            armed = arms.recv() => match armed {
+                Some(due) => {
+                    queue.insert(due);
+                }
+                None => return,
+            },
+            () = wait => {
+                let now = crate::now_ms();
+                while queue.first().is_some_and(|due| due.deadline_ms <= now) {
+                    let due = queue.pop_first().expect("checked above");
+                    let command = due.command(now);
+                    let Ok(pending) = shard.send(Submit { command, mode: Mode::Normal }).await else {
+                        return; // The shard stopped.
+                    };
+                    // The reply comes after the append; the queue must not wait for it.
+                    actix::spawn(async move {
+                        if let Ok(Err(e)) = pending.await {
+                            tracing::debug!(?due, error = %e, "timer command produced nothing");
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_proto::v1::*;
+
+    fn queue(auto_wrap_up_ms: u64) -> Command {
+        Command {
+            command_id: "q".into(),
+            domain: "d".into(),
+            at_ms: 1_000,
+            command: Some(C::ConfigureQueue(ConfigureQueue {
+                queue: Some(QueueConfig {
+                    queue_id: "sales".into(),
+                    name: "Sales".into(),
+                    channel: Channel::Webchat as i32,
+                    strategy: RoutingStrategy::LongestAvailable as i32,
+                    offer_timeout_ms: 30_000,
+                    transfer_timeout_policy: TransferTimeoutPolicy::Requeue as i32,
+                    priority: 0,
+                    auto_wrap_up_ms,
+                }),
+            })),
+        }
+    }
+
+    fn at(at_ms: i64, command_id: &str, command: C) -> Command {
+        Command { command_id: command_id.into(), domain: "d".into(), at_ms, command: Some(command) }
+    }
+
+    /// A domain where agent a1 owns conversation c1 in queue sales.
+    fn owned(auto_wrap_up_ms: u64) -> DomainState {
+        let mut state = DomainState::new("d");
+        state.execute(&queue(auto_wrap_up_ms)).unwrap();
+        let profile = AgentProfile {
+            agent_id: "a1".into(),
+            name: "Ann".into(),
+            capacities: vec![ChannelCapacity { channel: Channel::Webchat as i32, max: 2 }],
+            queue_ids: vec!["sales".into()],
+        };
+        state.execute(&at(1_000, "p", C::ConfigureAgent(ConfigureAgent { profile: Some(profile) }))).unwrap();
+        let available =
+            SetAgentState { agent_id: "a1".into(), status: AgentStatus::Available as i32, ..Default::default() };
+        state.execute(&at(1_000, "s", C::SetAgentState(available))).unwrap();
+        let message = ReceiveCustomerMessage {
+            conversation_id: "c1".into(),
+            channel: Channel::Webchat as i32,
+            queue_id: "sales".into(),
+            message_id: "m1".into(),
+            text: "hello".into(),
+            ..Default::default()
+        };
+        state.execute(&at(2_000, "m", C::ReceiveCustomerMessage(message))).unwrap();
+        let offer_id = state.offers.keys().next().unwrap().clone();
+        state.execute(&at(3_000, "a", C::AcceptOffer(AcceptOffer { agent_id: "a1".into(), offer_id }))).unwrap();
+        state
+    }
+
+    #[test]
+    fn an_offer_arms_its_deadline_and_is_rearmed_from_state() {
+        let mut state = owned(0);
+        let message = ReceiveCustomerMessage {
+            conversation_id: "c2".into(),
+            channel: Channel::Webchat as i32,
+            queue_id: "sales".into(),
+            message_id: "m2".into(),
+            text: "hi".into(),
+            ..Default::default()
+        };
+        let events = state.execute(&at(5_000, "m2", C::ReceiveCustomerMessage(message))).unwrap();
+        let events: Vec<_> = events.into_iter().map(Arc::new).collect();
+        let armed = timers_for(&events, &state);
+        assert_eq!(armed.len(), 1);
+        assert_eq!(armed[0].deadline_ms, 35_000);
+        assert!(matches!(&armed[0].what, Timer::ExpireOffer { .. }));
+        assert_eq!(timers_from_state(&state), armed);
+    }
+
+    #[test]
+    fn wrap_up_is_armed_only_for_queues_with_automatic_wrap_up() {
+        for (auto, expected) in [(0, None), (10_000, Some(14_000))] {
+            let mut state = owned(auto);
+            let end = EndConversation { agent_id: "a1".into(), conversation_id: "c1".into() };
+            let events = state.execute(&at(4_000, "e", C::EndConversation(end))).unwrap();
+            let events: Vec<_> = events.into_iter().map(Arc::new).collect();
+            let armed = timers_for(&events, &state);
+            assert_eq!(armed.first().map(|d| d.deadline_ms), expected);
+            assert_eq!(timers_from_state(&state), armed);
+            if let Some(due) = armed.first() {
+                // The command is not refused as early, and the domain carries it out.
+                let command = due.command(due.deadline_ms - 5);
+                assert_eq!(command.at_ms, due.deadline_ms);
+                assert!(!state.execute(&command).unwrap().is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn reconfiguring_a_queue_rearms_its_pending_wrap_ups() {
+        let mut state = owned(10_000);
+        let end = EndConversation { agent_id: "a1".into(), conversation_id: "c1".into() };
+        state.execute(&at(4_000, "e", C::EndConversation(end))).unwrap();
+        let events = state.execute(&at(5_000, "q2", queue(20_000).command.unwrap())).unwrap();
+        let events: Vec<_> = events.into_iter().map(Arc::new).collect();
+        let armed = timers_for(&events, &state);
+        assert_eq!(armed.iter().map(|d| d.deadline_ms).collect::<Vec<_>>(), vec![24_000]);
+    }
+}

@@ -1,0 +1,193 @@
+//! Pushes to agents: a WebSocket per agent session carrying every durable
+//! event that concerns the agent, resumable after a reconnect.
+//!
+//! The engine broadcasts each event once it is durable; the feed keeps the
+//! most recent events of each domain in a ring, so a session that comes
+//! back with `?after=<sequence>` first gets what it missed, then live
+//! events, with nothing lost or repeated in between.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use switchboard_proto::v1::envelope::Event;
+use switchboard_proto::v1::Envelope;
+use tokio::sync::broadcast;
+
+use super::{ApiError, Caller, Data};
+use crate::describe::touched;
+
+/// How many recent events of each domain a reconnecting session can resume from.
+const RING_EVENTS: usize = 100_000;
+
+/// The recent durable events of every domain, fed by the engine.
+pub struct Feed {
+    rings: Mutex<BTreeMap<String, VecDeque<Arc<Envelope>>>>,
+}
+
+impl Feed {
+    /// A feed that keeps up with `events` on a task of its own.
+    pub fn start(mut events: broadcast::Receiver<Arc<Envelope>>) -> Arc<Feed> {
+        let feed = Arc::new(Feed { rings: Mutex::new(BTreeMap::new()) });
+        let keeper = feed.clone();
+        actix_web::rt::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(envelope) => keeper.keep(envelope),
+                    // Lagging only thins the resume window; live sessions
+                    // read the broadcast themselves.
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        feed
+    }
+
+    fn keep(&self, envelope: Arc<Envelope>) {
+        let mut rings = self.rings.lock().expect("feed lock");
+        let ring = rings.entry(envelope.domain.clone()).or_default();
+        if ring.len() == RING_EVENTS {
+            ring.pop_front();
+        }
+        ring.push_back(envelope);
+    }
+
+    /// The kept events of `domain` after `sequence`, or `None` if some of
+    /// them are no longer kept.
+    fn since(&self, domain: &str, sequence: u64) -> Option<Vec<Arc<Envelope>>> {
+        let rings = self.rings.lock().expect("feed lock");
+        let Some(ring) = rings.get(domain) else {
+            return Some(Vec::new());
+        };
+        let first_kept = ring.front().map_or(sequence + 1, |e| e.sequence);
+        if first_kept > sequence + 1 {
+            return None;
+        }
+        Some(ring.iter().filter(|e| e.sequence > sequence).cloned().collect())
+    }
+}
+
+/// What concerns one agent: events naming them, and events of the
+/// conversations they take part in.
+struct Interest {
+    agent_id: String,
+    conversations: BTreeSet<String>,
+}
+
+impl Interest {
+    fn concerns(&mut self, event: &Event) -> bool {
+        let (conversation, agents) = touched(event);
+        let names_agent = agents.contains(&self.agent_id.as_str());
+        if let Some(conversation) = conversation {
+            match event {
+                Event::ConversationOffered(offer) if offer.agent_id == self.agent_id => {
+                    self.conversations.insert(conversation.to_owned());
+                }
+                Event::WrapUpSubmitted(w) if w.agent_id == self.agent_id => {
+                    let concerned = self.conversations.remove(conversation);
+                    return concerned || names_agent;
+                }
+                Event::OfferTimedOut(o) if o.agent_id == self.agent_id => {
+                    self.conversations.remove(conversation);
+                    return true;
+                }
+                Event::OfferWithdrawn(o) if o.agent_id == self.agent_id => {
+                    self.conversations.remove(conversation);
+                    return true;
+                }
+                _ => {}
+            }
+            if self.conversations.contains(conversation) {
+                return true;
+            }
+        }
+        match event {
+            Event::AnnouncementPosted(a) => a.agent_ids.is_empty() || a.agent_ids.contains(&self.agent_id),
+            _ => names_agent,
+        }
+    }
+}
+
+/// Where a session resumes.
+#[derive(Deserialize)]
+pub struct Resume {
+    /// The last domain sequence the session saw.
+    after: Option<u64>,
+}
+
+fn frame(envelope: &Envelope) -> String {
+    serde_json::json!({ "sequence": envelope.sequence, "event": envelope }).to_string()
+}
+
+/// `GET /v1/agents/me/ws`: the agent's push channel.
+pub async fn agent_socket(
+    state: Data,
+    caller: Caller,
+    request: HttpRequest,
+    body: web::Payload,
+    resume: web::Query<Resume>,
+) -> Result<HttpResponse, ApiError> {
+    let agent_id = caller.agent()?.to_owned();
+    let tenant = caller.tenant().to_owned();
+    // Subscribe before reading the ring, so nothing falls between the two.
+    let mut live = state.engine.subscribe();
+    let backlog = match resume.after {
+        Some(after) => Some(state.feed.since(&tenant, after).ok_or_else(|| {
+            ApiError::Gone(format!("events after {after} are no longer kept: reload the agent's state and reconnect"))
+        })?),
+        None => None,
+    };
+    let (response, mut session, _messages) =
+        actix_ws::handle(&request, body).map_err(|e| ApiError::BadRequest(format!("not a WebSocket request: {e}")))?;
+    let mut interest = Interest { agent_id, conversations: BTreeSet::new() };
+    if let Some(domain) = state.engine.domain_state(&tenant).await? {
+        // The conversations the agent holds now, so their later events reach it.
+        if let Some(agent) = domain.agents.get(&interest.agent_id) {
+            interest.conversations.extend(agent.holdings.keys().cloned());
+        }
+    }
+    actix_web::rt::spawn(async move {
+        let mut last = resume.after.unwrap_or(0);
+        for envelope in backlog.into_iter().flatten() {
+            last = envelope.sequence;
+            if envelope.event.as_ref().is_some_and(|e| interest.concerns(e))
+                && session.text(frame(&envelope)).await.is_err()
+            {
+                return;
+            }
+        }
+        loop {
+            match live.recv().await {
+                Ok(envelope) => {
+                    if envelope.domain != tenant || (resume.after.is_some() && envelope.sequence <= last) {
+                        continue;
+                    }
+                    last = envelope.sequence;
+                    if envelope.event.as_ref().is_some_and(|e| interest.concerns(e))
+                        && session.text(frame(&envelope)).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Tell the client where to resume instead of silently skipping.
+                    let reason = format!("fell behind: reconnect with ?after={last}");
+                    let _ = session
+                        .close(Some(actix_ws::CloseReason {
+                            code: actix_ws::CloseCode::Again,
+                            description: Some(reason),
+                        }))
+                        .await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    let _ = session.close(None).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(response)
+}

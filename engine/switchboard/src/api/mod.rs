@@ -1,0 +1,548 @@
+//! The agent and supervisor API (actix-web, JSON, under `/v1`): agents'
+//! commands, the lists behind the transfer and conference dialogs, customer
+//! traffic until the channel connectors arrive, health, readiness and the
+//! digest that proves the live state equals a replay of the journal.
+//!
+//! Handlers are thin: authenticate, turn the request into a `Command`, hand
+//! it to the engine, answer with the durable events or the rejection.
+
+mod error;
+mod feed;
+mod metrics;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use switchboard_domain::channel;
+use switchboard_live::Engine;
+use switchboard_proto::v1::command::Command as C;
+use switchboard_proto::v1::*;
+
+pub use error::ApiError;
+pub use feed::Feed;
+pub use metrics::Metrics;
+
+use crate::config::{Config, Principal};
+
+/// What every handler shares.
+pub struct ApiState {
+    /// The engine commands go to.
+    pub engine: Engine,
+    /// Tenants, tokens and entry points.
+    pub config: Arc<Config>,
+    /// Recent events, for agent sessions that resume.
+    pub feed: Arc<Feed>,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Makes command ids unique within this process.
+    next_command: AtomicU64,
+    /// Makes command ids unique across restarts.
+    instance: String,
+}
+
+impl ApiState {
+    /// Shared state for the API over `engine`.
+    /// Must run inside the actix runtime: the feed keeps up on a task.
+    pub fn new(engine: Engine, config: Arc<Config>, instance: String) -> Self {
+        let feed = Feed::start(engine.subscribe());
+        let metrics = Metrics::start(engine.subscribe());
+        Self { engine, config, feed, metrics, next_command: AtomicU64::new(0), instance }
+    }
+
+    /// A command for `tenant`. The caller's `Idempotency-Key` header, when
+    /// given, is the command id, so a retried request is decided once.
+    fn command(&self, request: &HttpRequest, tenant: &str, body: C) -> Command {
+        let command_id = request
+            .headers()
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(|key| format!("api/{key}"))
+            .unwrap_or_else(|| format!("api/{}/{}", self.instance, self.next_command.fetch_add(1, Ordering::Relaxed)));
+        Command { command_id, domain: tenant.to_owned(), at_ms: 0, command: Some(body) }
+    }
+
+    async fn submit(&self, request: &HttpRequest, tenant: &str, body: C) -> Result<HttpResponse, ApiError> {
+        let command = self.command(request, tenant, body);
+        let events = self.engine.submit(command).await?;
+        Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events })))
+    }
+}
+
+/// The authenticated caller, from `Authorization: Bearer <token>`.
+pub struct Caller(pub Principal);
+
+impl Caller {
+    fn tenant(&self) -> &str {
+        match &self.0 {
+            Principal::Agent { tenant, .. } | Principal::Supervisor { tenant, .. } => tenant,
+        }
+    }
+
+    fn agent(&self) -> Result<&str, ApiError> {
+        match &self.0 {
+            Principal::Agent { agent_id, .. } => Ok(agent_id),
+            Principal::Supervisor { .. } => Err(ApiError::Forbidden("this route is for agents".into())),
+        }
+    }
+
+    fn supervisor(&self) -> Result<&str, ApiError> {
+        match &self.0 {
+            Principal::Supervisor { supervisor_id, .. } => Ok(supervisor_id),
+            Principal::Agent { .. } => Err(ApiError::Forbidden("this route is for supervisors".into())),
+        }
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Caller, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = request.app_data::<web::Data<ApiState>>().expect("ApiState is registered");
+        let principal = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|token| state.config.authenticate(token.trim()));
+        std::future::ready(principal.map(Caller).ok_or(ApiError::Unauthorized))
+    }
+}
+
+/// Registers every route on an actix-web service config.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics::scrape))
+        .service(
+            web::scope("/v1")
+                .route("/openapi.json", web::get().to(openapi))
+                .route("/admin/digest", web::get().to(digest))
+                .route("/inbound/messages", web::post().to(inbound_message))
+                .route("/inbound/leave", web::post().to(inbound_leave))
+                .route("/queues", web::get().to(list_queues))
+                .route("/agents", web::get().to(list_agents))
+                .route("/agents/me/state", web::post().to(set_state))
+                .route("/agents/me/ws", web::get().to(feed::agent_socket))
+                .route("/offers/{offer_id}/accept", web::post().to(accept))
+                .route("/conversations/{id}/messages", web::post().to(send_message))
+                .route("/conversations/{id}/transfer", web::post().to(transfer))
+                .route("/conversations/{id}/conference", web::post().to(request_conference))
+                .route("/conversations/{id}/conference/leave", web::post().to(leave_conference))
+                .route("/conversations/{id}/conference/end", web::post().to(end_conference))
+                .route("/conversations/{id}/end", web::post().to(end_conversation))
+                .route("/conversations/{id}/wrap-up", web::post().to(wrap_up))
+                .route("/conversations/{id}/workflows", web::post().to(trigger_workflow))
+                .route("/announcements", web::post().to(announce)),
+        );
+}
+
+/// Malformed JSON and wrong field types answer 400 with a JSON body naming
+/// the problem, like every other error.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(1 << 20)
+        .error_handler(|error, _| ApiError::BadRequest(format!("invalid JSON body: {error}")).into())
+}
+
+type Data = web::Data<ApiState>;
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(state: Data) -> HttpResponse {
+    if state.engine.is_ready() {
+        HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "recovering" }))
+    }
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(include_str!("openapi.json"))
+}
+
+async fn digest(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.supervisor()?;
+    let digest = crate::replay::digest(&state.engine.states().await?);
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "digest": digest })))
+}
+
+fn parse_channel(name: &str) -> Result<Channel, ApiError> {
+    channel::from_name(name).ok_or_else(|| {
+        ApiError::BadRequest(format!("unknown channel {name:?}: use messenger, sms, webchat, email or whatsapp"))
+    })
+}
+
+/// A customer's message from a channel, until the connectors arrive.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboundMessage {
+    channel: String,
+    /// Our address the customer wrote to: picks the entry point and queue.
+    address: String,
+    conversation_id: String,
+    /// The sender's id for the message: a retry with the same id is taken once.
+    sender_message_id: String,
+    #[serde(default)]
+    customer: InboundCustomer,
+    #[serde(default)]
+    subject: String,
+    #[serde(default)]
+    text: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct InboundCustomer {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    number: String,
+}
+
+async fn inbound_message(
+    state: Data,
+    caller: Caller,
+    request: HttpRequest,
+    body: web::Json<InboundMessage>,
+) -> Result<HttpResponse, ApiError> {
+    caller.supervisor()?;
+    let tenant = caller.tenant();
+    let channel = parse_channel(&body.channel)?;
+    let queue_id = state.config.entry_point(tenant, channel, &body.address).ok_or_else(|| {
+        ApiError::NotFound(format!("no entry point for {} address {:?}", channel::name(channel), body.address))
+    })?;
+    let command = C::ReceiveCustomerMessage(ReceiveCustomerMessage {
+        conversation_id: body.conversation_id.clone(),
+        channel: channel as i32,
+        queue_id: queue_id.to_owned(),
+        customer: Some(Customer {
+            name: body.customer.name.clone(),
+            email: body.customer.email.clone(),
+            number: body.customer.number.clone(),
+            handle: String::new(),
+        }),
+        source: body.address.clone(),
+        subject: body.subject.clone(),
+        priority: 0,
+        message_id: format!("{}/{}", body.conversation_id, body.sender_message_id),
+        external_id: body.sender_message_id.clone(),
+        text: body.text.clone(),
+        attachments: Vec::new(),
+        email: None,
+    });
+    state.submit(&request, tenant, command).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboundLeave {
+    conversation_id: String,
+}
+
+async fn inbound_leave(
+    state: Data,
+    caller: Caller,
+    request: HttpRequest,
+    body: web::Json<InboundLeave>,
+) -> Result<HttpResponse, ApiError> {
+    caller.supervisor()?;
+    let command = C::CustomerLeave(CustomerLeave { conversation_id: body.conversation_id.clone() });
+    state.submit(&request, caller.tenant(), command).await
+}
+
+async fn list_queues(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let domain = state.engine.domain_state(caller.tenant()).await?.unwrap_or_default();
+    let queues: Vec<_> = domain
+        .queues
+        .iter()
+        .map(|(id, queue)| {
+            serde_json::json!({
+                "queue_id": id,
+                "name": queue.config.name,
+                "channel": channel::name(queue.channel()),
+                "waiting": queue.waiting.len(),
+                "oldest_arrival_ms": queue.waiting.iter().map(|k| k.arrived_at_ms).min(),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "queues": queues })))
+}
+
+async fn list_agents(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let domain = state.engine.domain_state(caller.tenant()).await?.unwrap_or_default();
+    let agents: Vec<_> = domain
+        .agents
+        .iter()
+        .map(|(id, agent)| {
+            let channels: serde_json::Map<String, serde_json::Value> = channel::ALL
+                .into_iter()
+                .filter(|c| agent.capacity(*c) > 0)
+                .map(|c| {
+                    let free = agent.capacity(c).saturating_sub(agent.load(c));
+                    (
+                        channel::name(c).to_owned(),
+                        serde_json::json!({ "load": agent.load(c), "capacity": agent.capacity(c), "free": free }),
+                    )
+                })
+                .collect();
+            serde_json::json!({
+                "agent_id": id,
+                "name": agent.name,
+                "status": status_name(agent.status),
+                "idle_reason": agent.idle_reason,
+                "channels": channels,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "agents": agents })))
+}
+
+fn status_name(status: AgentStatus) -> &'static str {
+    match status {
+        AgentStatus::Unspecified => "unspecified",
+        AgentStatus::LoggedOut => "logged_out",
+        AgentStatus::Available => "available",
+        AgentStatus::Idle => "idle",
+        AgentStatus::Rona => "rona",
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateChange {
+    status: String,
+    #[serde(default)]
+    idle_reason: String,
+}
+
+async fn set_state(
+    state: Data,
+    caller: Caller,
+    request: HttpRequest,
+    body: web::Json<StateChange>,
+) -> Result<HttpResponse, ApiError> {
+    let status = match body.status.as_str() {
+        "available" => AgentStatus::Available,
+        "idle" => AgentStatus::Idle,
+        "logged_out" => AgentStatus::LoggedOut,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown status {other:?}: use available, idle (with idle_reason) or logged_out"
+            )))
+        }
+    };
+    let command = C::SetAgentState(SetAgentState {
+        agent_id: caller.agent()?.to_owned(),
+        status: status as i32,
+        idle_reason: body.idle_reason.clone(),
+    });
+    state.submit(&request, caller.tenant(), command).await
+}
+
+async fn accept(
+    state: Data,
+    caller: Caller,
+    request: HttpRequest,
+    offer_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let command = C::AcceptOffer(AcceptOffer { agent_id: caller.agent()?.to_owned(), offer_id: offer_id.into_inner() });
+    state.submit(&request, caller.tenant(), command).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutgoingMessage {
+    message_id: String,
+    text: String,
+    #[serde(default)]
+    template_id: String,
+}
+
+async fn send_message(
+    state: Data,
+    caller: Caller,
+    request: HttpRequest,
+    conversation_id: web::Path<String>,
+    body: web::Json<OutgoingMessage>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let command = C::SendAgentMessage(SendAgentMessage {
+        agent_id: caller.agent()?.to_owned(),
+        conversation_id: conversation_id.into_inner(),
+        message_id: body.message_id,
+        text: body.text,
+        attachments: Vec::new(),
+        template_id: body.template_id,
+        email: None,
+    });
+    state.submit(&request, caller.tenant(), command).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferTarget {
+    queue_id: Option<String>,
+    agent_id: Option<String>,
+}
+
+async fn transfer(
+    state: Data,
+    caller: Caller,
+    request: HttpRequest,
+    conversation_id: web::Path<String>,
+    body: web::Json<TransferTarget>,
+) -> Result<HttpResponse, ApiError> {
+    let target = match body.into_inner() {
+        TransferTarget { queue_id: Some(queue), agent_id: None } => transfer::Target::ToQueueId(queue),
+        TransferTarget { queue_id: None, agent_id: Some(agent) } => transfer::Target::ToAgentId(agent),
+        _ => return Err(ApiError::BadRequest("give exactly one of queue_id or agent_id".into())),
+    };
+    let command = C::Transfer(Transfer {
+        agent_id: caller.agent()?.to_owned(),
+        conversation_id: conversation_id.into_inner(),
+        target: Some(target),
+    });
+    state.submit(&request, caller.tenant(), command).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Invitation {
+    agent_id: String,
+}
+
+async fn request_conference(
+    state: Data,
+    caller: Caller,
+    request: HttpRequest,
+    conversation_id: web::Path<String>,
+    body: web::Json<Invitation>,
+) -> Result<HttpResponse, ApiError> {
+    let command = C::RequestConference(RequestConference {
+        agent_id: caller.agent()?.to_owned(),
+        conversation_id: conversation_id.into_inner(),
+        invitee_agent_id: body.into_inner().agent_id,
+    });
+    state.submit(&request, caller.tenant(), command).await
+}
+
+async fn leave_conference(
+    state: Data,
+    caller: Caller,
+    request: HttpRequest,
+    conversation_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let command = C::LeaveConference(LeaveConference {
+        agent_id: caller.agent()?.to_owned(),
+        conversation_id: conversation_id.into_inner(),
+    });
+    state.submit(&request, caller.tenant(), command).await
+}
+
+async fn end_conference(
+    state: Data,
+    caller: Caller,
+    request: HttpRequest,
+    conversation_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let command = C::EndConference(EndConference {
+        agent_id: caller.agent()?.to_owned(),
+        conversation_id: conversation_id.into_inner(),
+    });
+    state.submit(&request, caller.tenant(), command).await
+}
+
+async fn end_conversation(
+    state: Data,
+    caller: Caller,
+    request: HttpRequest,
+    conversation_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let command = C::EndConversation(EndConversation {
+        agent_id: caller.agent()?.to_owned(),
+        conversation_id: conversation_id.into_inner(),
+    });
+    state.submit(&request, caller.tenant(), command).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WrapUp {
+    reasons: Vec<String>,
+}
+
+async fn wrap_up(
+    state: Data,
+    caller: Caller,
+    request: HttpRequest,
+    conversation_id: web::Path<String>,
+    body: web::Json<WrapUp>,
+) -> Result<HttpResponse, ApiError> {
+    let command = C::SubmitWrapUp(SubmitWrapUp {
+        agent_id: caller.agent()?.to_owned(),
+        conversation_id: conversation_id.into_inner(),
+        reasons: body.into_inner().reasons,
+    });
+    state.submit(&request, caller.tenant(), command).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Workflow {
+    workflow_id: String,
+    #[serde(default)]
+    parameters: std::collections::BTreeMap<String, String>,
+}
+
+async fn trigger_workflow(
+    state: Data,
+    caller: Caller,
+    request: HttpRequest,
+    conversation_id: web::Path<String>,
+    body: web::Json<Workflow>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let command = C::TriggerWorkflow(TriggerWorkflow {
+        agent_id: caller.agent()?.to_owned(),
+        conversation_id: conversation_id.into_inner(),
+        workflow_id: body.workflow_id,
+        parameters: body.parameters,
+    });
+    state.submit(&request, caller.tenant(), command).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Announcement {
+    announcement_id: String,
+    text: String,
+    #[serde(default)]
+    agent_ids: Vec<String>,
+}
+
+async fn announce(
+    state: Data,
+    caller: Caller,
+    request: HttpRequest,
+    body: web::Json<Announcement>,
+) -> Result<HttpResponse, ApiError> {
+    let supervisor_id = caller.supervisor()?.to_owned();
+    let body = body.into_inner();
+    let command = C::PostAnnouncement(PostAnnouncement {
+        supervisor_id,
+        announcement_id: body.announcement_id,
+        text: body.text,
+        agent_ids: body.agent_ids,
+    });
+    state.submit(&request, caller.tenant(), command).await
+}

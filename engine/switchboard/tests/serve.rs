@@ -1,0 +1,556 @@
+//! End-to-end: the real `switchboard serve` process on 127.0.0.1, driven
+//! through its API along every path of SPEC.md's life of a conversation.
+//! After each test, `switchboard replay --verify` on the journal passes and
+//! its digest equals the live engine's.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const CONFIG: &str = r#"
+[[tenants]]
+id = "acme"
+wrap_up_reasons = ["resolved", "sale", "follow-up"]
+idle_reasons = ["lunch"]
+
+[[tenants.queues]]
+id = "chat"
+channel = "webchat"
+offer_timeout_ms = 60000
+transfer_timeout = "drop"
+
+[[tenants.queues]]
+id = "chat-requeue"
+channel = "webchat"
+offer_timeout_ms = 60000
+transfer_timeout = "requeue"
+
+[[tenants.queues]]
+id = "quick"
+channel = "sms"
+offer_timeout_ms = 700
+transfer_timeout = "requeue"
+
+[[tenants.queues]]
+id = "quick-drop"
+channel = "sms"
+offer_timeout_ms = 700
+transfer_timeout = "drop"
+
+[[tenants.queues]]
+id = "mail"
+channel = "email"
+
+[[tenants.agents]]
+id = "ana"
+capacity = { webchat = 2, email = 2, sms = 2 }
+queues = ["chat", "chat-requeue", "quick", "quick-drop", "mail"]
+token = "t-ana"
+
+[[tenants.agents]]
+id = "bob"
+capacity = { webchat = 2, email = 2, sms = 2 }
+queues = ["chat", "chat-requeue", "quick", "quick-drop", "mail"]
+token = "t-bob"
+
+[[tenants.agents]]
+id = "cid"
+capacity = { webchat = 2, sms = 2 }
+queues = ["chat"]
+token = "t-cid"
+
+[[tenants.supervisors]]
+id = "sam"
+token = "t-sam"
+
+[[tenants.entry_points]]
+channel = "webchat"
+address = "chat.acme"
+queue = "chat"
+
+[[tenants.entry_points]]
+channel = "webchat"
+address = "requeue.acme"
+queue = "chat-requeue"
+
+[[tenants.entry_points]]
+channel = "sms"
+address = "+1555"
+queue = "quick"
+
+[[tenants.entry_points]]
+channel = "sms"
+address = "+1666"
+queue = "quick-drop"
+
+[[tenants.entry_points]]
+channel = "email"
+address = "help@acme"
+queue = "mail"
+
+[[tenants]]
+id = "globex"
+
+[[tenants.queues]]
+id = "chat"
+channel = "webchat"
+
+[[tenants.agents]]
+id = "gus"
+capacity = { webchat = 1 }
+queues = ["chat"]
+token = "t-gus"
+
+[[tenants.supervisors]]
+id = "gina"
+token = "t-gina"
+
+[[tenants.entry_points]]
+channel = "webchat"
+address = "chat.globex"
+queue = "chat"
+"#;
+
+/// A running `switchboard serve` on an ephemeral port, killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+    data: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let config = dir.join("switchboard.toml");
+        std::fs::write(&config, CONFIG).unwrap();
+        let data = dir.join("data");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data")
+            .arg(&data)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start switchboard serve");
+        let mut first = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut first).unwrap();
+        // Keep reading, as a terminal would, so the server's later lines find a reader.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let base =
+            first.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {first:?}")).to_owned();
+        let server = Server { child, base, data };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.call("GET", "/readyz", None, None).0 != 200 {
+            assert!(Instant::now() < deadline, "engine not ready in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut request = ureq::request(method, &format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.set("Authorization", &format!("Bearer {token}"));
+        }
+        let result = match body {
+            Some(body) => request.send_json(body),
+            None => request.call(),
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(ureq::Error::Status(_, response)) => response,
+            Err(error) => panic!("{method} {path}: {error}"),
+        };
+        let status = response.status();
+        let text = response.into_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// A command that must succeed; returns the kinds of its events.
+    fn ok(&self, token: &str, path: &str, body: Value) -> Vec<String> {
+        let (status, reply) = self.call("POST", path, Some(token), Some(body));
+        assert_eq!(status, 200, "POST {path}: {reply}");
+        kinds(&reply)
+    }
+
+    fn customer_writes(&self, address: &str, conversation: &str, message: &str) -> Value {
+        let body = json!({
+            "channel": if address.contains('@') { "email" } else if address.starts_with('+') { "sms" } else { "webchat" },
+            "address": address,
+            "conversation_id": conversation,
+            "sender_message_id": message,
+            "customer": { "name": "Kim", "email": "kim@example.com" },
+            "text": "hello"
+        });
+        let (status, reply) = self.call("POST", "/v1/inbound/messages", Some("t-sam"), Some(body));
+        assert_eq!(status, 200, "{reply}");
+        reply
+    }
+
+    fn available(&self, token: &str) {
+        self.ok(token, "/v1/agents/me/state", json!({ "status": "available" }));
+    }
+
+    fn agent_status(&self, agent: &str) -> String {
+        let (_, agents) = self.call("GET", "/v1/agents", Some("t-sam"), None);
+        let agents = agents["agents"].as_array().unwrap();
+        agents.iter().find(|a| a["agent_id"] == agent).unwrap()["status"].as_str().unwrap().to_owned()
+    }
+
+    fn digest(&self) -> String {
+        let (status, reply) = self.call("GET", "/v1/admin/digest", Some("t-sam"), None);
+        assert_eq!(status, 200, "{reply}");
+        reply["digest"].as_str().unwrap().to_owned()
+    }
+
+    /// `replay --verify` passes on the journal and agrees with the live digest.
+    fn verify_replay(&self) {
+        let live = self.digest();
+        let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["replay", "--verify", "--data"])
+            .arg(&self.data)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "replay --verify failed:\n{text}");
+        assert!(text.lines().any(|l| l == format!("digest: {live}")), "live digest {live} not in:\n{text}");
+    }
+
+    fn kill(mut self) -> PathBuf {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+        self.data.clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kinds(reply: &Value) -> Vec<String> {
+    reply["events"]
+        .as_array()
+        .map(|events| events.iter().filter_map(|e| e["event"].as_object()?.keys().next().cloned()).collect())
+        .unwrap_or_default()
+}
+
+/// The first event of `kind` in a reply.
+fn event<'a>(reply: &'a Value, kind: &str) -> &'a Value {
+    reply["events"]
+        .as_array()
+        .and_then(|events| events.iter().find_map(|e| e["event"].get(kind)))
+        .unwrap_or_else(|| panic!("no {kind} in {reply}"))
+}
+
+fn offer_id(reply: &Value) -> String {
+    event(reply, "ConversationOffered")["offer_id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_conversation_lives_through_accept_transfer_conference_end_and_wrap_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    server.available("t-ana");
+    let arrived = server.customer_writes("chat.acme", "c1", "m1");
+    let offered = event(&arrived, "ConversationOffered");
+    assert_eq!(offered["agent_id"], "ana");
+    let accepted = server.ok("t-ana", &format!("/v1/offers/{}/accept", offer_id(&arrived)), json!({}));
+    assert_eq!(accepted, ["OfferAccepted"]);
+
+    // Over the limit: refused naming the limit, nothing sent.
+    let (status, refusal) = server.call(
+        "POST",
+        "/v1/conversations/c1/messages",
+        Some("t-ana"),
+        Some(json!({ "message_id": "a1", "text": "x".repeat(1001) })),
+    );
+    assert_eq!(status, 422);
+    assert_eq!(refusal["error"], "message_too_long");
+    assert!(refusal["message"].as_str().unwrap().contains("1000"), "{refusal}");
+    server.ok("t-ana", "/v1/conversations/c1/messages", json!({ "message_id": "a1", "text": "How can I help?" }));
+    server.customer_writes("chat.acme", "c1", "m2");
+
+    // Transfer to bob, who accepts; ana goes to wrap-up.
+    server.available("t-bob");
+    let (status, reply) =
+        server.call("POST", "/v1/conversations/c1/transfer", Some("t-ana"), Some(json!({ "agent_id": "bob" })));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(kinds(&reply), ["TransferRequested", "WrapUpStarted", "ConversationOffered"]);
+    assert_eq!(
+        server.ok("t-bob", &format!("/v1/offers/{}/accept", offer_id(&reply)), json!({})),
+        ["OfferAccepted", "TransferCompleted"]
+    );
+    server.ok("t-ana", "/v1/conversations/c1/wrap-up", json!({ "reasons": ["follow-up"] }));
+
+    // Conference: cid joins, then leaves; the chat goes on with bob.
+    server.available("t-cid");
+    let (status, invitation) =
+        server.call("POST", "/v1/conversations/c1/conference", Some("t-bob"), Some(json!({ "agent_id": "cid" })));
+    assert_eq!(status, 200, "{invitation}");
+    assert_eq!(
+        server.ok("t-cid", &format!("/v1/offers/{}/accept", offer_id(&invitation)), json!({})),
+        ["OfferAccepted", "ConferenceJoined"]
+    );
+    let (status, _) = server.call("POST", "/v1/conversations/c1/conference/end", Some("t-cid"), Some(json!({})));
+    assert_eq!(status, 403, "only the owner ends a conference");
+    assert_eq!(
+        server.ok("t-cid", "/v1/conversations/c1/conference/leave", json!({})),
+        ["ConferenceLeft", "WrapUpStarted"]
+    );
+    server.ok("t-bob", "/v1/conversations/c1/messages", json!({ "message_id": "b1", "text": "still here" }));
+
+    // End by the agent; wrap-up with several reasons.
+    assert_eq!(server.ok("t-bob", "/v1/conversations/c1/end", json!({})), ["ConversationEnded", "WrapUpStarted"]);
+    server.ok("t-bob", "/v1/conversations/c1/wrap-up", json!({ "reasons": ["resolved", "sale"] }));
+    server.ok("t-cid", "/v1/conversations/c1/wrap-up", json!({ "reasons": ["resolved"] }));
+    let (status, refusal) =
+        server.call("POST", "/v1/conversations/c1/wrap-up", Some("t-bob"), Some(json!({ "reasons": ["resolved"] })));
+    assert_eq!((status, refusal["error"].as_str()), (409, Some("no_wrap_up_pending")));
+
+    // A conference the owner ends, and an end by the customer.
+    let arrived = server.customer_writes("chat.acme", "c2", "m1");
+    let owner = event(&arrived, "ConversationOffered")["agent_id"].as_str().unwrap().to_owned();
+    let owner_token = format!("t-{owner}");
+    server.ok(&owner_token, &format!("/v1/offers/{}/accept", offer_id(&arrived)), json!({}));
+    let invitee = if owner == "ana" { "cid" } else { "ana" };
+    let (_, invitation) = server.call(
+        "POST",
+        "/v1/conversations/c2/conference",
+        Some(&owner_token),
+        Some(json!({ "agent_id": invitee })),
+    );
+    server.ok(&format!("t-{invitee}"), &format!("/v1/offers/{}/accept", offer_id(&invitation)), json!({}));
+    assert_eq!(
+        server.ok(&owner_token, "/v1/conversations/c2/conference/end", json!({})),
+        ["ConferenceEnded", "ConversationEnded", "WrapUpStarted", "WrapUpStarted"]
+    );
+    let arrived = server.customer_writes("chat.acme", "c3", "m1");
+    let owner = format!("t-{}", event(&arrived, "ConversationOffered")["agent_id"].as_str().unwrap());
+    server.ok(&owner, &format!("/v1/offers/{}/accept", offer_id(&arrived)), json!({}));
+    let (status, left) =
+        server.call("POST", "/v1/inbound/leave", Some("t-sam"), Some(json!({ "conversation_id": "c3" })));
+    assert_eq!(status, 200);
+    assert_eq!(event(&left, "ConversationEnded")["by"], 2, "ended by the customer");
+    server.verify_replay();
+}
+
+#[test]
+fn an_unanswered_offer_sends_the_agent_to_rona_until_they_return_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    server.available("t-ana");
+    let arrived = server.customer_writes("+1555", "s1", "m1");
+    let offer = offer_id(&arrived);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.agent_status("ana") != "rona" {
+        assert!(Instant::now() < deadline, "the offer did not time out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, refusal) = server.call("POST", &format!("/v1/offers/{offer}/accept"), Some("t-ana"), Some(json!({})));
+    assert_eq!((status, refusal["error"].as_str()), (409, Some("offer_not_open")), "{refusal}");
+    let (_, queues) = server.call("GET", "/v1/queues", Some("t-ana"), None);
+    let quick = queues["queues"].as_array().unwrap().iter().find(|q| q["queue_id"] == "quick").unwrap().clone();
+    assert_eq!(quick["waiting"], 1, "back in its queue: {quick}");
+    // Back to Available by hand: offered again at once.
+    let (status, back) =
+        server.call("POST", "/v1/agents/me/state", Some("t-ana"), Some(json!({ "status": "available" })));
+    assert_eq!(status, 200);
+    assert_eq!(event(&back, "ConversationOffered")["conversation_id"], "s1");
+    server.ok("t-ana", &format!("/v1/offers/{}/accept", offer_id(&back)), json!({}));
+    server.verify_replay();
+}
+
+#[test]
+fn a_lapsed_transfer_to_an_agent_is_dropped_or_requeued_and_email_never_goes_to_an_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    server.available("t-ana");
+    let arrived = server.customer_writes("help@acme", "e1", "m1");
+    server.ok("t-ana", &format!("/v1/offers/{}/accept", offer_id(&arrived)), json!({}));
+    server.available("t-bob");
+    let (status, refusal) =
+        server.call("POST", "/v1/conversations/e1/transfer", Some("t-ana"), Some(json!({ "agent_id": "bob" })));
+    assert_eq!((status, refusal["error"].as_str()), (422, Some("not_allowed_on_channel")), "{refusal}");
+    server.ok("t-ana", "/v1/conversations/e1/transfer", json!({ "queue_id": "mail" }));
+    let (_, offered) = server.call("GET", "/v1/agents", Some("t-sam"), None);
+    let bob = offered["agents"].as_array().unwrap().iter().find(|a| a["agent_id"] == "bob").unwrap().clone();
+    assert_eq!(bob["channels"]["email"]["load"], 1, "the email went to bob through the queue: {bob}");
+
+    // Two SMS transfers to bob (700 ms offer timeout) that he lets lapse.
+    for (address, conversation) in [("+1666", "dropped"), ("+1555", "requeued")] {
+        let arrived = server.customer_writes(address, conversation, "m1");
+        assert_eq!(event(&arrived, "ConversationOffered")["agent_id"], "ana");
+        server.ok("t-ana", &format!("/v1/offers/{}/accept", offer_id(&arrived)), json!({}));
+        let kinds =
+            server.ok("t-ana", &format!("/v1/conversations/{conversation}/transfer"), json!({ "agent_id": "bob" }));
+        assert_eq!(kinds, ["TransferRequested", "WrapUpStarted", "ConversationOffered"]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, queues) = server.call("GET", "/v1/queues", Some("t-sam"), None);
+        let quick = queues["queues"].as_array().unwrap().iter().find(|q| q["queue_id"] == "quick").unwrap().clone();
+        if quick["waiting"] == 1 && server.agent_status("bob") == "rona" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "transfers did not lapse: {queues}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (conversation, outcome, last) in [("dropped", 1, "ConversationEnded"), ("requeued", 2, "ConversationQueued")] {
+        let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["replay", "--format", "json", "--conversation", conversation, "--data"])
+            .arg(&server.data)
+            .output()
+            .unwrap();
+        let replay: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let timeline = replay["replay"]["timeline"].as_array().unwrap();
+        let failed = timeline.iter().find(|e| e["kind"] == "TransferFailed").expect("a failed transfer");
+        assert_eq!(failed["event"]["TransferFailed"]["outcome"], outcome, "{conversation}");
+        assert_eq!(timeline.last().unwrap()["kind"], last, "{conversation}");
+    }
+    server.verify_replay();
+}
+
+#[test]
+fn bad_requests_get_a_clear_status_and_json_and_tenants_never_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    assert_eq!(server.call("GET", "/v1/queues", None, None).0, 401);
+    let (status, body) = server.call("GET", "/v1/queues", Some("nope"), None);
+    assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")));
+    server.customer_writes("chat.acme", "c1", "m1");
+    // Globex's agent does not see Acme's conversation: 404, not 403.
+    let (status, body) = server.call("POST", "/v1/conversations/c1/end", Some("t-gus"), Some(json!({})));
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")), "{body}");
+    // An agent on a supervisor's route.
+    assert_eq!(server.call("GET", "/v1/admin/digest", Some("t-ana"), None).0, 403);
+    // Malformed JSON and unknown fields.
+    let response = ureq::post(&format!("{}/v1/agents/me/state", server.base))
+        .set("Authorization", "Bearer t-ana")
+        .set("Content-Type", "application/json")
+        .send_string("{not json");
+    let Err(ureq::Error::Status(400, response)) = response else { panic!("expected 400") };
+    let body: Value = serde_json::from_str(&response.into_string().unwrap()).unwrap();
+    assert_eq!(body["error"], "bad_request");
+    let (status, body) = server.call("POST", "/v1/agents/me/state", Some("t-ana"), Some(json!({ "status": "asleep" })));
+    assert_eq!(status, 400);
+    assert!(body["message"].as_str().unwrap().contains("asleep"), "{body}");
+    let (status, _) = server.call("POST", "/v1/offers/nope/accept", Some("t-ana"), Some(json!({})));
+    assert_eq!(status, 409);
+    // The same sender message twice is taken once.
+    let again = server.customer_writes("chat.acme", "c1", "m1");
+    assert_eq!(kinds(&again), Vec::<String>::new());
+    let (status, spec) = server.call("GET", "/v1/openapi.json", None, None);
+    assert_eq!(status, 200);
+    assert!(spec["paths"]["/v1/conversations/{id}/transfer"].is_object());
+    let metrics = ureq::get(&format!("{}/metrics", server.base)).call().unwrap().into_string().unwrap();
+    assert!(metrics.contains("switchboard_queue_depth{domain=\"acme\",queue=\"chat\"} 1"), "{metrics}");
+    server.verify_replay();
+}
+
+#[test]
+fn a_killed_engine_restarts_with_everything_acknowledged_and_no_offer_left_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    server.available("t-ana");
+    server.available("t-bob");
+    // Traffic from another thread while the engine is killed.
+    let base = server.base.clone();
+    let sender = std::thread::spawn(move || {
+        let mut acknowledged = Vec::new();
+        for n in 0..10_000 {
+            let body = json!({
+                "channel": "sms", "address": "+1555", "conversation_id": format!("k{n}"),
+                "sender_message_id": "m1", "text": "hi"
+            });
+            match ureq::post(&format!("{base}/v1/inbound/messages"))
+                .set("Authorization", "Bearer t-sam")
+                .send_json(body)
+            {
+                Ok(response) if response.status() == 200 => acknowledged.push(format!("k{n}")),
+                _ => break,
+            }
+        }
+        acknowledged
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let data = server.kill();
+    let acknowledged = sender.join().unwrap();
+    assert!(acknowledged.len() > 10, "traffic was flowing: {}", acknowledged.len());
+
+    // Wait past every offer deadline (quick: 700 ms) while the engine is down.
+    std::thread::sleep(Duration::from_millis(900));
+    let server = Server::start(data.parent().unwrap());
+    let (_, queues) = server.call("GET", "/v1/queues", Some("t-sam"), None);
+    let waiting = queues["queues"].as_array().unwrap().iter().find(|q| q["queue_id"] == "quick").unwrap()["waiting"]
+        .as_u64()
+        .unwrap();
+    let offers = server.call("GET", "/v1/agents", Some("t-sam"), None).1;
+    for agent in ["ana", "bob"] {
+        let agent = offers["agents"].as_array().unwrap().iter().find(|a| a["agent_id"] == agent).unwrap();
+        assert_eq!(agent["status"], "rona", "an offer that expired while down times out at start-up: {agent}");
+    }
+    // Every acknowledged conversation is there (waiting: none were accepted).
+    assert!(waiting as usize >= acknowledged.len(), "{waiting} waiting, {} acknowledged", acknowledged.len());
+    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["replay", "--data"])
+        .arg(&data)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let replay: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let created = replay["replay"]["figures"]["conversations"]["created"].as_u64();
+    assert!(
+        created.is_some_and(|c| c as usize >= acknowledged.len()),
+        "{}",
+        replay["replay"]["figures"]["conversations"]
+    );
+    server.verify_replay();
+}
+
+#[test]
+fn an_agent_session_gets_its_offers_pushed_and_resumes_without_losing_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let ws_url = server.base.replace("http://", "ws://") + "/v1/agents/me/ws";
+    let connect = |url: &str| {
+        let mut request = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+        request.headers_mut().insert("Authorization", "Bearer t-ana".parse().unwrap());
+        let stream = std::net::TcpStream::connect(url.trim_start_matches("ws://").split('/').next().unwrap()).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tungstenite::client(request, stream).unwrap().0
+    };
+    let mut socket = connect(&ws_url);
+    server.available("t-ana");
+    let read = |socket: &mut tungstenite::WebSocket<std::net::TcpStream>| -> Value {
+        loop {
+            if let tungstenite::Message::Text(text) = socket.read().unwrap() {
+                return serde_json::from_str(&text).unwrap();
+            }
+        }
+    };
+    let state_change = read(&mut socket);
+    assert!(state_change["event"]["event"]["AgentStateChanged"].is_object(), "{state_change}");
+    let seen = state_change["sequence"].as_u64().unwrap();
+    drop(socket);
+    // While disconnected, a conversation is offered to ana.
+    server.customer_writes("chat.acme", "c1", "m1");
+    let mut socket = connect(&format!("{ws_url}?after={seen}"));
+    // What ana missed comes first, in order: the conversation's arrival, then its offer.
+    let mut pushed = read(&mut socket);
+    let mut kinds = Vec::new();
+    while pushed["event"]["event"]["ConversationOffered"].is_null() {
+        kinds.extend(pushed["event"]["event"].as_object().unwrap().keys().cloned());
+        pushed = read(&mut socket);
+    }
+    assert_eq!(kinds, ["ConversationCreated", "CustomerMessageReceived", "ConversationQueued"]);
+    let offer = &pushed["event"]["event"]["ConversationOffered"];
+    assert_eq!(offer["agent_id"], "ana", "{pushed}");
+    assert!(pushed["sequence"].as_u64().unwrap() > seen);
+    server.verify_replay();
+}
