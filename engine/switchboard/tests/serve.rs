@@ -543,14 +543,39 @@ fn an_agent_session_gets_its_offers_pushed_and_resumes_without_losing_any() {
     let mut socket = connect(&format!("{ws_url}?after={seen}"));
     // What ana missed comes first, in order: the conversation's arrival, then its offer.
     let mut pushed = read(&mut socket);
-    let mut kinds = Vec::new();
+    let mut missed = Vec::new();
     while pushed["event"]["event"]["ConversationOffered"].is_null() {
-        kinds.extend(pushed["event"]["event"].as_object().unwrap().keys().cloned());
+        missed.extend(pushed["event"]["event"].as_object().unwrap().keys().cloned());
         pushed = read(&mut socket);
     }
-    assert_eq!(kinds, ["ConversationCreated", "CustomerMessageReceived", "ConversationQueued"]);
+    assert_eq!(missed, ["ConversationCreated", "CustomerMessageReceived", "ConversationQueued"]);
     let offer = &pushed["event"]["event"]["ConversationOffered"];
     assert_eq!(offer["agent_id"], "ana", "{pushed}");
     assert!(pushed["sequence"].as_u64().unwrap() > seen);
+
+    // The agent's commands go over the same socket, answered by request id.
+    let ask = |socket: &mut tungstenite::WebSocket<std::net::TcpStream>, frame: Value| -> Value {
+        let request_id = frame["request_id"].clone();
+        socket.send(tungstenite::Message::Text(frame.to_string())).unwrap();
+        loop {
+            let reply = read(socket);
+            if reply["reply_to"] == request_id {
+                return reply;
+            }
+        }
+    };
+    let accept = json!({ "request_id": "r1", "command": "accept", "offer_id": offer["offer_id"] });
+    let reply = ask(&mut socket, accept.clone());
+    assert_eq!(kinds(&reply), ["OfferAccepted"], "{reply}");
+    let again = ask(&mut socket, accept);
+    assert_eq!(again["events"], reply["events"], "a resent request is decided once and answered the same");
+    let reply = ask(
+        &mut socket,
+        json!({ "request_id": "r2", "command": "send_message", "conversation_id": "c1",
+        "message_id": "a1", "text": "x".repeat(1001) }),
+    );
+    assert_eq!(reply["error"]["error"], "message_too_long", "{reply}");
+    let reply = ask(&mut socket, json!({ "request_id": "r3", "command": "dance" }));
+    assert_eq!(reply["error"]["error"], "bad_request", "{reply}");
     server.verify_replay();
 }

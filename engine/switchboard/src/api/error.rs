@@ -3,7 +3,6 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
 use switchboard_domain::Rejection;
 use switchboard_live::SubmitError;
 
@@ -33,13 +32,12 @@ pub enum ApiError {
     Unavailable(String),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: String,
-}
-
 impl ApiError {
+    /// The JSON body of this error, also sent in WebSocket replies.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "error": self.kind(), "message": self.to_string() })
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
@@ -95,7 +93,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(ErrorBody { error: self.kind(), message: self.to_string() })
+        HttpResponse::build(self.status_code()).json(self.body())
     }
 }
 

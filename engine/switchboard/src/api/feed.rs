@@ -139,7 +139,7 @@ pub async fn agent_socket(
         })?),
         None => None,
     };
-    let (response, mut session, _messages) =
+    let (response, mut session, messages) =
         actix_ws::handle(&request, body).map_err(|e| ApiError::BadRequest(format!("not a WebSocket request: {e}")))?;
     let mut interest = Interest { agent_id, conversations: BTreeSet::new() };
     if let Some(domain) = state.engine.domain_state(&tenant).await? {
@@ -148,6 +148,13 @@ pub async fn agent_socket(
             interest.conversations.extend(agent.holdings.keys().cloned());
         }
     }
+    actix_web::rt::spawn(take_commands(
+        state.clone(),
+        tenant.clone(),
+        interest.agent_id.clone(),
+        session.clone(),
+        messages,
+    ));
     actix_web::rt::spawn(async move {
         let mut last = resume.after.unwrap_or(0);
         for envelope in backlog.into_iter().flatten() {
@@ -190,4 +197,68 @@ pub async fn agent_socket(
         }
     });
     Ok(response)
+}
+
+/// Reads the agent's commands from the socket: each text frame is an
+/// [`AgentRequest`] with a `request_id`, e.g.
+/// `{"request_id": "r7", "command": "accept", "offer_id": "demo-o3"}`, and is
+/// answered with `{"reply_to": "r7", "events": [...]}` once durable, or
+/// `{"reply_to": "r7", "error": {"error": kind, "message": ...}}`. The
+/// request id is the command's idempotency key: a resent request is decided once.
+async fn take_commands(
+    state: Data,
+    tenant: String,
+    agent_id: String,
+    mut session: actix_ws::Session,
+    mut messages: actix_ws::MessageStream,
+) {
+    use futures_util::StreamExt;
+    while let Some(Ok(message)) = messages.next().await {
+        let text = match message {
+            actix_ws::Message::Text(text) => text,
+            actix_ws::Message::Ping(bytes) => {
+                let _ = session.pong(&bytes).await;
+                continue;
+            }
+            actix_ws::Message::Close(_) => break,
+            _ => continue,
+        };
+        let (request_id, outcome) = match parse_request(&text) {
+            Ok((request_id, request)) => {
+                let outcome = match request.into_command(&agent_id) {
+                    Ok(body) => {
+                        let command = switchboard_proto::v1::Command {
+                            command_id: format!("ws/{tenant}/{agent_id}/{request_id}"),
+                            domain: tenant.clone(),
+                            at_ms: 0,
+                            command: Some(body),
+                        };
+                        state.engine.submit(command).await.map_err(ApiError::from)
+                    }
+                    Err(error) => Err(error),
+                };
+                (request_id, outcome)
+            }
+            Err((request_id, error)) => (request_id, Err(error)),
+        };
+        let reply = match outcome {
+            Ok(events) => serde_json::json!({ "reply_to": request_id, "events": events }),
+            Err(error) => serde_json::json!({ "reply_to": request_id, "error": error.body() }),
+        };
+        if session.text(reply.to_string()).await.is_err() {
+            break;
+        }
+    }
+}
+
+fn parse_request(text: &str) -> Result<(String, super::AgentRequest), (String, ApiError)> {
+    let mut value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| (String::new(), ApiError::BadRequest(format!("invalid JSON frame: {e}"))))?;
+    let request_id = match value.as_object_mut().and_then(|o| o.remove("request_id")) {
+        Some(serde_json::Value::String(id)) if !id.is_empty() => id,
+        _ => return Err((String::new(), ApiError::BadRequest("every frame needs a request_id string".into()))),
+    };
+    let request = serde_json::from_value(value)
+        .map_err(|e| (request_id.clone(), ApiError::BadRequest(format!("invalid request: {e}"))))?;
+    Ok((request_id, request))
 }

@@ -6,6 +6,7 @@
 //! Handlers are thin: authenticate, turn the request into a `Command`, hand
 //! it to the engine, answer with the durable events or the rejection.
 
+mod agent;
 mod error;
 mod feed;
 mod metrics;
@@ -21,6 +22,7 @@ use switchboard_live::Engine;
 use switchboard_proto::v1::command::Command as C;
 use switchboard_proto::v1::*;
 
+pub use agent::AgentRequest;
 pub use error::ApiError;
 pub use feed::Feed;
 pub use metrics::Metrics;
@@ -307,7 +309,7 @@ async fn list_agents(state: Data, caller: Caller) -> Result<HttpResponse, ApiErr
     Ok(HttpResponse::Ok().json(serde_json::json!({ "agents": agents })))
 }
 
-fn status_name(status: AgentStatus) -> &'static str {
+pub(crate) fn status_name(status: AgentStatus) -> &'static str {
     match status {
         AgentStatus::Unspecified => "unspecified",
         AgentStatus::LoggedOut => "logged_out",
@@ -317,36 +319,78 @@ fn status_name(status: AgentStatus) -> &'static str {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StateChange {
-    status: String,
-    #[serde(default)]
-    idle_reason: String,
+/// Bodies of the agent routes: the fields of the matching [`AgentRequest`]
+/// that are not in the path.
+mod bodies {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct State {
+        pub status: String,
+        #[serde(default)]
+        pub idle_reason: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Message {
+        pub message_id: String,
+        pub text: String,
+        #[serde(default)]
+        pub template_id: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Target {
+        pub queue_id: Option<String>,
+        pub agent_id: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Invitee {
+        pub agent_id: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Reasons {
+        pub reasons: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Workflow {
+        pub workflow_id: String,
+        #[serde(default)]
+        pub parameters: BTreeMap<String, String>,
+    }
+}
+
+impl ApiState {
+    async fn agent_request(
+        &self,
+        request: &HttpRequest,
+        caller: &Caller,
+        agent_request: AgentRequest,
+    ) -> Result<HttpResponse, ApiError> {
+        let command = agent_request.into_command(caller.agent()?)?;
+        self.submit(request, caller.tenant(), command).await
+    }
 }
 
 async fn set_state(
     state: Data,
     caller: Caller,
     request: HttpRequest,
-    body: web::Json<StateChange>,
+    body: web::Json<bodies::State>,
 ) -> Result<HttpResponse, ApiError> {
-    let status = match body.status.as_str() {
-        "available" => AgentStatus::Available,
-        "idle" => AgentStatus::Idle,
-        "logged_out" => AgentStatus::LoggedOut,
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "unknown status {other:?}: use available, idle (with idle_reason) or logged_out"
-            )))
-        }
-    };
-    let command = C::SetAgentState(SetAgentState {
-        agent_id: caller.agent()?.to_owned(),
-        status: status as i32,
-        idle_reason: body.idle_reason.clone(),
-    });
-    state.submit(&request, caller.tenant(), command).await
+    let bodies::State { status, idle_reason } = body.into_inner();
+    state.agent_request(&request, &caller, AgentRequest::SetState { status, idle_reason }).await
 }
 
 async fn accept(
@@ -355,17 +399,7 @@ async fn accept(
     request: HttpRequest,
     offer_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let command = C::AcceptOffer(AcceptOffer { agent_id: caller.agent()?.to_owned(), offer_id: offer_id.into_inner() });
-    state.submit(&request, caller.tenant(), command).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OutgoingMessage {
-    message_id: String,
-    text: String,
-    #[serde(default)]
-    template_id: String,
+    state.agent_request(&request, &caller, AgentRequest::Accept { offer_id: offer_id.into_inner() }).await
 }
 
 async fn send_message(
@@ -373,26 +407,12 @@ async fn send_message(
     caller: Caller,
     request: HttpRequest,
     conversation_id: web::Path<String>,
-    body: web::Json<OutgoingMessage>,
+    body: web::Json<bodies::Message>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let command = C::SendAgentMessage(SendAgentMessage {
-        agent_id: caller.agent()?.to_owned(),
-        conversation_id: conversation_id.into_inner(),
-        message_id: body.message_id,
-        text: body.text,
-        attachments: Vec::new(),
-        template_id: body.template_id,
-        email: None,
-    });
-    state.submit(&request, caller.tenant(), command).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TransferTarget {
-    queue_id: Option<String>,
-    agent_id: Option<String>,
+    let bodies::Message { message_id, text, template_id } = body.into_inner();
+    let conversation_id = conversation_id.into_inner();
+    let agent_request = AgentRequest::SendMessage { conversation_id, message_id, text, template_id };
+    state.agent_request(&request, &caller, agent_request).await
 }
 
 async fn transfer(
@@ -400,25 +420,11 @@ async fn transfer(
     caller: Caller,
     request: HttpRequest,
     conversation_id: web::Path<String>,
-    body: web::Json<TransferTarget>,
+    body: web::Json<bodies::Target>,
 ) -> Result<HttpResponse, ApiError> {
-    let target = match body.into_inner() {
-        TransferTarget { queue_id: Some(queue), agent_id: None } => transfer::Target::ToQueueId(queue),
-        TransferTarget { queue_id: None, agent_id: Some(agent) } => transfer::Target::ToAgentId(agent),
-        _ => return Err(ApiError::BadRequest("give exactly one of queue_id or agent_id".into())),
-    };
-    let command = C::Transfer(Transfer {
-        agent_id: caller.agent()?.to_owned(),
-        conversation_id: conversation_id.into_inner(),
-        target: Some(target),
-    });
-    state.submit(&request, caller.tenant(), command).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Invitation {
-    agent_id: String,
+    let bodies::Target { queue_id, agent_id } = body.into_inner();
+    let agent_request = AgentRequest::Transfer { conversation_id: conversation_id.into_inner(), queue_id, agent_id };
+    state.agent_request(&request, &caller, agent_request).await
 }
 
 async fn request_conference(
@@ -426,14 +432,13 @@ async fn request_conference(
     caller: Caller,
     request: HttpRequest,
     conversation_id: web::Path<String>,
-    body: web::Json<Invitation>,
+    body: web::Json<bodies::Invitee>,
 ) -> Result<HttpResponse, ApiError> {
-    let command = C::RequestConference(RequestConference {
-        agent_id: caller.agent()?.to_owned(),
+    let agent_request = AgentRequest::RequestConference {
         conversation_id: conversation_id.into_inner(),
-        invitee_agent_id: body.into_inner().agent_id,
-    });
-    state.submit(&request, caller.tenant(), command).await
+        agent_id: body.into_inner().agent_id,
+    };
+    state.agent_request(&request, &caller, agent_request).await
 }
 
 async fn leave_conference(
@@ -442,11 +447,8 @@ async fn leave_conference(
     request: HttpRequest,
     conversation_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let command = C::LeaveConference(LeaveConference {
-        agent_id: caller.agent()?.to_owned(),
-        conversation_id: conversation_id.into_inner(),
-    });
-    state.submit(&request, caller.tenant(), command).await
+    let agent_request = AgentRequest::LeaveConference { conversation_id: conversation_id.into_inner() };
+    state.agent_request(&request, &caller, agent_request).await
 }
 
 async fn end_conference(
@@ -455,11 +457,8 @@ async fn end_conference(
     request: HttpRequest,
     conversation_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let command = C::EndConference(EndConference {
-        agent_id: caller.agent()?.to_owned(),
-        conversation_id: conversation_id.into_inner(),
-    });
-    state.submit(&request, caller.tenant(), command).await
+    let agent_request = AgentRequest::EndConference { conversation_id: conversation_id.into_inner() };
+    state.agent_request(&request, &caller, agent_request).await
 }
 
 async fn end_conversation(
@@ -468,17 +467,8 @@ async fn end_conversation(
     request: HttpRequest,
     conversation_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let command = C::EndConversation(EndConversation {
-        agent_id: caller.agent()?.to_owned(),
-        conversation_id: conversation_id.into_inner(),
-    });
-    state.submit(&request, caller.tenant(), command).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WrapUp {
-    reasons: Vec<String>,
+    let agent_request = AgentRequest::End { conversation_id: conversation_id.into_inner() };
+    state.agent_request(&request, &caller, agent_request).await
 }
 
 async fn wrap_up(
@@ -486,22 +476,11 @@ async fn wrap_up(
     caller: Caller,
     request: HttpRequest,
     conversation_id: web::Path<String>,
-    body: web::Json<WrapUp>,
+    body: web::Json<bodies::Reasons>,
 ) -> Result<HttpResponse, ApiError> {
-    let command = C::SubmitWrapUp(SubmitWrapUp {
-        agent_id: caller.agent()?.to_owned(),
-        conversation_id: conversation_id.into_inner(),
-        reasons: body.into_inner().reasons,
-    });
-    state.submit(&request, caller.tenant(), command).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Workflow {
-    workflow_id: String,
-    #[serde(default)]
-    parameters: std::collections::BTreeMap<String, String>,
+    let agent_request =
+        AgentRequest::WrapUp { conversation_id: conversation_id.into_inner(), reasons: body.into_inner().reasons };
+    state.agent_request(&request, &caller, agent_request).await
 }
 
 async fn trigger_workflow(
@@ -509,16 +488,12 @@ async fn trigger_workflow(
     caller: Caller,
     request: HttpRequest,
     conversation_id: web::Path<String>,
-    body: web::Json<Workflow>,
+    body: web::Json<bodies::Workflow>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let command = C::TriggerWorkflow(TriggerWorkflow {
-        agent_id: caller.agent()?.to_owned(),
-        conversation_id: conversation_id.into_inner(),
-        workflow_id: body.workflow_id,
-        parameters: body.parameters,
-    });
-    state.submit(&request, caller.tenant(), command).await
+    let bodies::Workflow { workflow_id, parameters } = body.into_inner();
+    let agent_request =
+        AgentRequest::TriggerWorkflow { conversation_id: conversation_id.into_inner(), workflow_id, parameters };
+    state.agent_request(&request, &caller, agent_request).await
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,149 @@
+//! What an agent can ask for, in one place: the REST routes and the
+//! WebSocket both turn their input into an [`AgentRequest`], and only this
+//! module turns an `AgentRequest` into a command.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use switchboard_proto::v1::command::Command as C;
+use switchboard_proto::v1::*;
+
+use super::ApiError;
+
+/// One request of an agent, as the WebSocket receives it:
+/// `{"command": "accept", "offer_id": "..."}`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AgentRequest {
+    /// Available, idle (with a reason) or logged out; also leaves RONA.
+    SetState {
+        /// `available`, `idle` or `logged_out`.
+        status: String,
+        /// Required with `idle`.
+        #[serde(default)]
+        idle_reason: String,
+    },
+    /// Accept an offer.
+    Accept {
+        /// The offer.
+        offer_id: String,
+    },
+    /// Send a message to the customer.
+    SendMessage {
+        /// The conversation.
+        conversation_id: String,
+        /// The agent's id for the message: a retry with the same id is sent once.
+        message_id: String,
+        /// The text, within the channel's limit.
+        text: String,
+        /// The template it came from, if any.
+        #[serde(default)]
+        template_id: String,
+    },
+    /// Transfer to a queue or an agent.
+    Transfer {
+        /// The conversation.
+        conversation_id: String,
+        /// A target queue.
+        queue_id: Option<String>,
+        /// Or a target agent.
+        agent_id: Option<String>,
+    },
+    /// Invite another agent.
+    RequestConference {
+        /// The conversation.
+        conversation_id: String,
+        /// The agent invited.
+        agent_id: String,
+    },
+    /// Leave a conference one was invited to.
+    LeaveConference {
+        /// The conversation.
+        conversation_id: String,
+    },
+    /// End the conference one owns.
+    EndConference {
+        /// The conversation.
+        conversation_id: String,
+    },
+    /// End the conversation one owns.
+    End {
+        /// The conversation.
+        conversation_id: String,
+    },
+    /// Submit wrap-up reasons.
+    WrapUp {
+        /// The conversation.
+        conversation_id: String,
+        /// One or more configured reasons.
+        reasons: Vec<String>,
+    },
+    /// Start a configured workflow.
+    TriggerWorkflow {
+        /// The conversation.
+        conversation_id: String,
+        /// The workflow.
+        workflow_id: String,
+        /// Its parameters.
+        #[serde(default)]
+        parameters: BTreeMap<String, String>,
+    },
+}
+
+impl AgentRequest {
+    /// The command this request is for `agent_id`; bad input is named.
+    pub fn into_command(self, agent_id: &str) -> Result<C, ApiError> {
+        let agent_id = agent_id.to_owned();
+        Ok(match self {
+            AgentRequest::SetState { status, idle_reason } => {
+                let status = match status.as_str() {
+                    "available" => AgentStatus::Available,
+                    "idle" => AgentStatus::Idle,
+                    "logged_out" => AgentStatus::LoggedOut,
+                    other => {
+                        return Err(ApiError::BadRequest(format!(
+                            "unknown status {other:?}: use available, idle (with idle_reason) or logged_out"
+                        )))
+                    }
+                };
+                C::SetAgentState(SetAgentState { agent_id, status: status as i32, idle_reason })
+            }
+            AgentRequest::Accept { offer_id } => C::AcceptOffer(AcceptOffer { agent_id, offer_id }),
+            AgentRequest::SendMessage { conversation_id, message_id, text, template_id } => {
+                C::SendAgentMessage(SendAgentMessage {
+                    agent_id,
+                    conversation_id,
+                    message_id,
+                    text,
+                    attachments: Vec::new(),
+                    template_id,
+                    email: None,
+                })
+            }
+            AgentRequest::Transfer { conversation_id, queue_id, agent_id: target } => {
+                let target = match (queue_id, target) {
+                    (Some(queue), None) => transfer::Target::ToQueueId(queue),
+                    (None, Some(agent)) => transfer::Target::ToAgentId(agent),
+                    _ => return Err(ApiError::BadRequest("give exactly one of queue_id or agent_id".into())),
+                };
+                C::Transfer(Transfer { agent_id, conversation_id, target: Some(target) })
+            }
+            AgentRequest::RequestConference { conversation_id, agent_id: invitee_agent_id } => {
+                C::RequestConference(RequestConference { agent_id, conversation_id, invitee_agent_id })
+            }
+            AgentRequest::LeaveConference { conversation_id } => {
+                C::LeaveConference(LeaveConference { agent_id, conversation_id })
+            }
+            AgentRequest::EndConference { conversation_id } => {
+                C::EndConference(EndConference { agent_id, conversation_id })
+            }
+            AgentRequest::End { conversation_id } => C::EndConversation(EndConversation { agent_id, conversation_id }),
+            AgentRequest::WrapUp { conversation_id, reasons } => {
+                C::SubmitWrapUp(SubmitWrapUp { agent_id, conversation_id, reasons })
+            }
+            AgentRequest::TriggerWorkflow { conversation_id, workflow_id, parameters } => {
+                C::TriggerWorkflow(TriggerWorkflow { agent_id, conversation_id, workflow_id, parameters })
+            }
+        })
+    }
+}
