@@ -551,6 +551,14 @@ fn an_agent_session_gets_its_offers_pushed_and_resumes_without_losing_any() {
     assert_eq!(missed, ["ConversationCreated", "CustomerMessageReceived", "ConversationQueued"]);
     let offer = &pushed["event"]["event"]["ConversationOffered"];
     assert_eq!(offer["agent_id"], "ana", "{pushed}");
+    // The popover's fields: queue name, customer, source, and the time since arrival.
+    let popover = &pushed["offer"];
+    assert_eq!(popover["queue_name"], "chat", "{pushed}");
+    assert_eq!(popover["arrival"]["customer"]["name"], "Kim");
+    assert_eq!(popover["arrival"]["customer"]["email"], "kim@example.com");
+    assert_eq!(popover["arrival"]["source"], "chat.acme");
+    assert_eq!(popover["arrival"]["channel"], "webchat");
+    assert!(popover["waited_ms"].as_i64().is_some_and(|w| w >= 0), "{pushed}");
     assert!(pushed["sequence"].as_u64().unwrap() > seen);
 
     // The agent's commands go over the same socket, answered by request id.

@@ -15,21 +15,35 @@ use switchboard_proto::v1::envelope::Event;
 use switchboard_proto::v1::Envelope;
 use tokio::sync::broadcast;
 
-use super::{ApiError, Caller, Data};
+use super::{ApiError, ApiState, Caller, Data};
 use crate::describe::touched;
 
 /// How many recent events of each domain a reconnecting session can resume from.
 const RING_EVENTS: usize = 100_000;
 
-/// The recent durable events of every domain, fed by the engine.
+/// The recent durable events of every domain, fed by the engine, and what
+/// an offer popover shows about each open conversation.
 pub struct Feed {
     rings: Mutex<BTreeMap<String, VecDeque<Arc<Envelope>>>>,
+    arrivals: Mutex<BTreeMap<(String, String), Arrival>>,
+}
+
+/// How a conversation arrived: what SPEC.md's offer popover shows, by channel
+/// (customer name, email or number, source page or number, and the timer,
+/// which counts from the arrival, not from the offer).
+#[derive(Clone, serde::Serialize)]
+struct Arrival {
+    channel: &'static str,
+    customer: switchboard_proto::v1::Customer,
+    source: String,
+    subject: String,
+    arrived_at_ms: i64,
 }
 
 impl Feed {
     /// A feed that keeps up with `events` on a task of its own.
     pub fn start(mut events: broadcast::Receiver<Arc<Envelope>>) -> Arc<Feed> {
-        let feed = Arc::new(Feed { rings: Mutex::new(BTreeMap::new()) });
+        let feed = Arc::new(Feed { rings: Mutex::new(BTreeMap::new()), arrivals: Mutex::new(BTreeMap::new()) });
         let keeper = feed.clone();
         actix_web::rt::spawn(async move {
             loop {
@@ -46,6 +60,24 @@ impl Feed {
     }
 
     fn keep(&self, envelope: Arc<Envelope>) {
+        match &envelope.event {
+            Some(Event::ConversationCreated(created)) => {
+                let arrival = Arrival {
+                    channel: switchboard_domain::channel::name(created.channel()),
+                    customer: created.customer.clone().unwrap_or_default(),
+                    source: created.source.clone(),
+                    subject: created.subject.clone(),
+                    arrived_at_ms: envelope.at_ms,
+                };
+                let key = (envelope.domain.clone(), created.conversation_id.clone());
+                self.arrivals.lock().expect("feed lock").insert(key, arrival);
+            }
+            Some(Event::ConversationEnded(ended)) => {
+                let key = (envelope.domain.clone(), ended.conversation_id.clone());
+                self.arrivals.lock().expect("feed lock").remove(&key);
+            }
+            _ => {}
+        }
         let mut rings = self.rings.lock().expect("feed lock");
         let ring = rings.entry(envelope.domain.clone()).or_default();
         if ring.len() == RING_EVENTS {
@@ -117,8 +149,30 @@ pub struct Resume {
     after: Option<u64>,
 }
 
-fn frame(envelope: &Envelope) -> String {
-    serde_json::json!({ "sequence": envelope.sequence, "event": envelope }).to_string()
+/// One push. An offer also carries what the agent's popover shows: the
+/// queue's name, the customer and source as the channel gives them, and
+/// how long the customer has waited since arriving.
+fn frame(state: &ApiState, envelope: &Envelope) -> String {
+    let mut frame = serde_json::json!({ "sequence": envelope.sequence, "event": envelope });
+    if let Some(Event::ConversationOffered(offer)) = &envelope.event {
+        let key = (envelope.domain.clone(), offer.conversation_id.clone());
+        let arrival = state.feed.arrivals.lock().expect("feed lock").get(&key).cloned();
+        let queue_name = state
+            .config
+            .tenant(&envelope.domain)
+            .and_then(|t| t.queues.iter().find(|q| q.id == offer.queue_id))
+            .map_or(offer.queue_id.clone(), |q| if q.name.is_empty() { q.id.clone() } else { q.name.clone() });
+        frame["offer"] = serde_json::json!({
+            "offer_id": offer.offer_id,
+            "conversation_id": offer.conversation_id,
+            "queue_id": offer.queue_id,
+            "queue_name": queue_name,
+            "deadline_ms": offer.deadline_ms,
+            "waited_ms": arrival.as_ref().map(|a| envelope.at_ms - a.arrived_at_ms),
+            "arrival": arrival,
+        });
+    }
+    frame.to_string()
 }
 
 /// `GET /v1/agents/me/ws`: the agent's push channel.
@@ -160,7 +214,7 @@ pub async fn agent_socket(
         for envelope in backlog.into_iter().flatten() {
             last = envelope.sequence;
             if envelope.event.as_ref().is_some_and(|e| interest.concerns(e))
-                && session.text(frame(&envelope)).await.is_err()
+                && session.text(frame(&state, &envelope)).await.is_err()
             {
                 return;
             }
@@ -173,7 +227,7 @@ pub async fn agent_socket(
                     }
                     last = envelope.sequence;
                     if envelope.event.as_ref().is_some_and(|e| interest.concerns(e))
-                        && session.text(frame(&envelope)).await.is_err()
+                        && session.text(frame(&state, &envelope)).await.is_err()
                     {
                         return;
                     }
