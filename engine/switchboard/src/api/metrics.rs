@@ -11,7 +11,7 @@ use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use switchboard_domain::{channel, event_name};
 use switchboard_proto::v1::envelope::Event;
-use switchboard_proto::v1::{AgentStatus, Envelope, OfferKind};
+use switchboard_proto::v1::{Envelope, OfferKind};
 use tokio::sync::broadcast;
 
 use super::Data;
@@ -93,16 +93,6 @@ impl Timings {
     }
 }
 
-fn status_label(status: AgentStatus) -> &'static str {
-    match status {
-        AgentStatus::Unspecified => "unspecified",
-        AgentStatus::LoggedOut => "logged_out",
-        AgentStatus::Available => "available",
-        AgentStatus::Idle => "idle",
-        AgentStatus::Rona => "rona",
-    }
-}
-
 /// `GET /metrics`.
 pub async fn scrape(state: Data) -> HttpResponse {
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
@@ -120,7 +110,7 @@ pub async fn scrape(state: Data) -> HttpResponse {
         let mut by_state: BTreeMap<&str, u32> =
             ["logged_out", "available", "idle", "rona"].into_iter().map(|s| (s, 0)).collect();
         for agent in domain_state.agents.values() {
-            *by_state.entry(status_label(agent.status)).or_default() += 1;
+            *by_state.entry(super::status_name(agent.status)).or_default() += 1;
         }
         for (status, count) in by_state {
             gauge!("switchboard_agents", "domain" => domain.clone(), "state" => status).set(f64::from(count));
