@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use switchboard_proto::v1::{AgentStatus, Channel, Customer, OfferKind, QueueConfig, RoutingStrategy};
 
 use crate::{AgentId, ConversationId, OfferId, QueueId};
 
 /// Everything a routing domain knows, folded from its events.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DomainState {
     /// The routing domain's name.
     pub domain: String,
@@ -35,7 +35,7 @@ pub struct DomainState {
 }
 
 /// A queue and the conversations waiting in it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Queue {
     /// The queue's configuration as last set.
     pub config: QueueConfig,
@@ -49,7 +49,7 @@ pub struct Queue {
 
 /// The order of a queue: higher priority first, then earlier arrival, then
 /// the order in which conversations were created.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct WaitingKey {
     /// Negated priority, so that the highest priority sorts first.
     pub neg_priority: i64,
@@ -62,7 +62,7 @@ pub struct WaitingKey {
 }
 
 /// An agent, their profile and what they hold right now.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Agent {
     /// Display name.
     pub name: String,
@@ -83,7 +83,7 @@ pub struct Agent {
 }
 
 /// One conversation held by an agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holding {
     /// The conversation's channel.
     pub channel: Channel,
@@ -92,7 +92,7 @@ pub struct Holding {
 }
 
 /// An agent's part in a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
     /// Offered, not yet accepted.
     Offered(OfferId),
@@ -111,7 +111,7 @@ pub enum Role {
 }
 
 /// A conversation with a customer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Conversation {
     /// Channel it arrived on.
     pub channel: Channel,
@@ -149,7 +149,7 @@ pub struct Conversation {
 
 /// Where a conversation is; with [`Conversation::wrapping_up`] this gives
 /// the one place it is in (queued, offered, active, in wrap-up, closed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConversationStatus {
     /// Waiting in `queue_id`.
     Queued,
@@ -162,7 +162,7 @@ pub enum ConversationStatus {
 }
 
 /// A conference in a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Conference {
     /// Invitation open.
     Requested {
@@ -179,7 +179,7 @@ pub enum Conference {
 }
 
 /// Receipts recorded for one agent message.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipts {
     /// The channel confirmed delivery.
     pub delivered: bool,
@@ -188,7 +188,7 @@ pub struct Receipts {
 }
 
 /// An open offer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offer {
     /// The conversation offered.
     pub conversation_id: ConversationId,
@@ -201,7 +201,7 @@ pub struct Offer {
 }
 
 /// The place a conversation is in, as the invariants and reports name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Place {
     /// Waiting in a queue.
     Queued,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 
@@ -13,8 +13,11 @@ use switchboard_journal::{Appender, EmbeddedJournal, GroupCommitter, JournalErro
 use tokio::sync::{broadcast, mpsc as tokio_mpsc};
 
 use crate::error::{EngineError, Outage, SubmitError};
-use crate::recovery::recover;
-use crate::shard::{is_configuration, DomainEntry, Mode, Pending, ShardActor, Snapshot, StartTimers, Stop, Submit};
+use crate::recovery::{recover, Recovered, RecoveryReport};
+use crate::shard::{
+    is_configuration, DomainEntry, Mode, Pending, ShardActor, Snapshots, StartTimers, States, Stop, Submit,
+};
+use crate::snapshot::{self, ToSnapshots};
 use crate::timer::run_timers;
 use crate::writer::{self, Outlets};
 
@@ -35,11 +38,18 @@ pub struct EngineOptions {
     /// Events a [`Engine::subscribe`] receiver may fall behind by before it
     /// misses some (and is told so by `RecvError::Lagged`).
     pub subscriber_capacity: usize,
+    /// A shard snapshots its domains' states (into `<data_dir>/snapshots/`)
+    /// after every this many events it decides, and once more at shutdown,
+    /// so that a start folds only the journal after the snapshots. 0
+    /// disables snapshots: none are written, and a start folds the whole
+    /// journal, ignoring any present.
+    pub snapshot_every: u64,
 }
 
 impl EngineOptions {
     /// Defaults for a journal in `data_dir`: 2 shards, mailboxes of 1024,
-    /// 1024 remembered commands per domain, subscribers 65536 events behind.
+    /// 1024 remembered commands per domain, subscribers 65536 events behind,
+    /// a snapshot every 50 000 events of a shard.
     pub fn new(data_dir: impl Into<PathBuf>) -> EngineOptions {
         EngineOptions {
             data_dir: data_dir.into(),
@@ -47,6 +57,7 @@ impl EngineOptions {
             mailbox_capacity: 1024,
             idempotency_window: 1024,
             subscriber_capacity: 65536,
+            snapshot_every: 50_000,
         }
     }
 }
@@ -67,6 +78,10 @@ struct Inner {
     subscribers: broadcast::Sender<Arc<Envelope>>,
     committer: Mutex<Option<GroupCommitter<EmbeddedJournal>>>,
     writers: Mutex<Vec<JoinHandle<()>>>,
+    /// The snapshot thread and the way to tell it to finish; `None` when
+    /// snapshots are disabled or once shut down.
+    snapshots: Mutex<Option<(mpsc::Sender<ToSnapshots>, JoinHandle<()>)>>,
+    recovery: RecoveryReport,
     data_dir: PathBuf,
     accepting: AtomicBool,
     ready: AtomicBool,
@@ -89,34 +104,57 @@ impl Drop for Inner {
 }
 
 /// The shard that owns `domain`: a hash that is the same in every process
-/// and release (FNV-1a), unlike std's randomized hasher.
-fn shard_of(domain: &str, shards: usize) -> usize {
+/// and release (FNV-1a), unlike std's randomized hasher. Snapshot files rely
+/// on it too: each holds the domains of one shard of a given count.
+pub(crate) fn shard_of(domain: &str, shards: usize) -> usize {
     let hash = domain.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     (hash % shards as u64) as usize
+}
+
+/// What every shard shares.
+struct Shared<'a> {
+    options: &'a EngineOptions,
+    subscribers: broadcast::Sender<Arc<Envelope>>,
+    timer_arbiter: &'a Arbiter,
+    durable_end: Arc<AtomicU64>,
+    /// To the snapshot thread; `None` when snapshots are disabled.
+    snapshots: Option<mpsc::Sender<ToSnapshots>>,
 }
 
 /// Starts shard `index` (its arbiter, actor, writer and timer task).
 fn spawn_shard(
     index: usize,
     domains: BTreeMap<String, DomainEntry>,
-    options: &EngineOptions,
     appender: Appender,
-    subscribers: broadcast::Sender<Arc<Envelope>>,
-    timer_arbiter: &Arbiter,
+    shared: &Shared<'_>,
 ) -> (Shard, JoinHandle<()>) {
+    let options = shared.options;
     let (jobs, job_queue) = mpsc::channel();
     let (timers, timer_queue) = tokio_mpsc::unbounded_channel();
     let failed = Arc::new(OnceLock::new());
-    let outlets = Outlets { appender, subscribers, timers: timers.clone(), failed: failed.clone() };
+    let outlets = Outlets {
+        appender,
+        subscribers: shared.subscribers.clone(),
+        timers: timers.clone(),
+        failed: failed.clone(),
+        durable_end: shared.durable_end.clone(),
+    };
     let writer = writer::spawn(index, job_queue, outlets);
-    let actor = ShardActor::new(domains, options.idempotency_window, jobs, timers, failed.clone());
+    let snapshots = shared.snapshots.clone().map(|sender| Snapshots {
+        shard: index,
+        every: options.snapshot_every,
+        sender,
+        since: 0,
+        warned: false,
+    });
+    let actor = ShardActor::new(domains, options.idempotency_window, jobs, timers, failed.clone(), snapshots);
     let arbiter = Arbiter::new();
     let capacity = options.mailbox_capacity;
     let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
         ctx.set_mailbox_capacity(capacity);
         actor
     });
-    timer_arbiter.spawn(run_timers(timer_queue, addr.clone()));
+    shared.timer_arbiter.spawn(run_timers(timer_queue, addr.clone()));
     (Shard { addr, arbiter, failed }, writer)
 }
 
@@ -129,7 +167,9 @@ async fn answer<T>(sent: Result<Pending<T>, actix::MailboxError>) -> Result<T, S
 }
 
 impl Engine {
-    /// Opens the journal, folds it, starts the shards, applies
+    /// Opens the journal, rebuilds the states (from the newest valid
+    /// snapshots and the journal after them, or from the whole journal; see
+    /// [`recovery_report`](Self::recovery_report)), starts the shards, applies
     /// `configuration` (skipping commands that would change nothing, so a
     /// restart appends no duplicates), expires the offers and automatic
     /// wrap-ups that fell due while the engine was down, and arms the other
@@ -144,10 +184,13 @@ impl Engine {
         if let Some(command) = configuration.iter().find(|c| !is_configuration(c)) {
             return Err(EngineError::NotConfiguration { command_id: command.command_id.clone() });
         }
-        let (dir, window) = (options.data_dir.clone(), options.idempotency_window);
-        let (journal, domains) = tokio::task::spawn_blocking(move || recover(&dir, window))
-            .await
-            .map_err(|e| EngineError::Runtime(e.to_string()))??;
+        let (dir, window, shard_count) = (options.data_dir.clone(), options.idempotency_window, options.shards);
+        let use_snapshots = options.snapshot_every > 0;
+        let Recovered { journal, domains, report, covered } =
+            tokio::task::spawn_blocking(move || recover(&dir, window, use_snapshots, shard_count))
+                .await
+                .map_err(|e| EngineError::Runtime(e.to_string()))??;
+        let durable_end = Arc::new(AtomicU64::new(report.journal_end));
         let committer = GroupCommitter::spawn(journal);
         let (subscribers, _) = broadcast::channel(options.subscriber_capacity);
         let mut partitions: Vec<BTreeMap<String, DomainEntry>> = (0..options.shards).map(|_| BTreeMap::new()).collect();
@@ -155,13 +198,31 @@ impl Engine {
             partitions[shard_of(&domain, options.shards)].insert(domain, entry);
         }
         let timer_arbiter = Arbiter::new();
-        let (shards, writers) = partitions
+        let (snapshot_sender, snapshot_queue) = mpsc::channel();
+        let shared = Shared {
+            options: &options,
+            subscribers: subscribers.clone(),
+            timer_arbiter: &timer_arbiter,
+            durable_end: durable_end.clone(),
+            snapshots: use_snapshots.then(|| snapshot_sender.clone()),
+        };
+        let (shards, writers): (Vec<Shard>, Vec<JoinHandle<()>>) = partitions
             .into_iter()
             .enumerate()
-            .map(|(index, domains)| {
-                spawn_shard(index, domains, &options, committer.appender(), subscribers.clone(), &timer_arbiter)
-            })
+            .map(|(index, domains)| spawn_shard(index, domains, committer.appender(), &shared))
             .unzip();
+        drop(shared);
+        let snapshots = use_snapshots.then(|| {
+            let settings = snapshot::Settings {
+                data_dir: options.data_dir.clone(),
+                shards: options.shards,
+                every: options.snapshot_every,
+                latest: covered,
+                durable_end,
+            };
+            let thread = snapshot::spawn(settings, snapshot_queue, shards.iter().map(|s| s.addr.clone()).collect());
+            (snapshot_sender, thread)
+        });
         let engine = Engine {
             inner: Arc::new(Inner {
                 shards,
@@ -169,6 +230,8 @@ impl Engine {
                 subscribers,
                 committer: Mutex::new(Some(committer)),
                 writers: Mutex::new(writers),
+                snapshots: Mutex::new(snapshots),
+                recovery: report,
                 data_dir: options.data_dir,
                 accepting: AtomicBool::new(true),
                 ready: AtomicBool::new(false),
@@ -194,6 +257,13 @@ impl Engine {
         }
         engine.inner.ready.store(true, Ordering::SeqCst);
         Ok(engine)
+    }
+
+    /// How this engine's start rebuilt the state: the snapshots it used or
+    /// passed over, where its fold of the journal began, how many records
+    /// it read.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
     }
 
     /// True once recovery, configuration and start-up expiries are done, and
@@ -249,7 +319,7 @@ impl Engine {
     pub async fn states(&self) -> Result<BTreeMap<String, DomainState>, SubmitError> {
         let mut states = BTreeMap::new();
         for shard in &self.inner.shards {
-            states.append(&mut answer(shard.addr.send(Snapshot { domain: None }).await).await?);
+            states.append(&mut answer(shard.addr.send(States { domain: None }).await).await?);
         }
         Ok(states)
     }
@@ -258,13 +328,15 @@ impl Engine {
     /// if it has no events yet.
     pub async fn domain_state(&self, domain: &str) -> Result<Option<DomainState>, SubmitError> {
         let shard = &self.inner.shards[shard_of(domain, self.inner.shards.len())];
-        let mut states = answer(shard.addr.send(Snapshot { domain: Some(domain.to_owned()) }).await).await?;
+        let mut states = answer(shard.addr.send(States { domain: Some(domain.to_owned()) }).await).await?;
         Ok(states.remove(domain))
     }
 
     /// Stops accepting commands and timers, lets every shard finish writing
-    /// what it decided (answering those callers), and closes the journal,
-    /// releasing its lock. Later calls do nothing.
+    /// what it decided (answering those callers), writes a last snapshot of
+    /// each shard (unless disabled), and closes the journal, releasing its
+    /// lock. Later calls do nothing. A snapshot that cannot be written is
+    /// logged, not an error: the journal holds everything.
     pub async fn shutdown(&self) -> Result<(), EngineError> {
         if !self.inner.accepting.swap(false, Ordering::SeqCst) {
             return Ok(());
@@ -277,10 +349,16 @@ impl Engine {
         }
         let writers = std::mem::take(&mut *self.inner.writers.lock().unwrap_or_else(PoisonError::into_inner));
         let committer = self.inner.committer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let snapshots = self.inner.snapshots.lock().unwrap_or_else(PoisonError::into_inner).take();
         let dir = self.inner.data_dir.clone();
         let closed = tokio::task::spawn_blocking(move || {
             for writer in writers {
                 let _ = writer.join();
+            }
+            // The writers have handed over the last snapshots (taken at Stop): write them, then end.
+            if let Some((sender, thread)) = snapshots {
+                let _ = sender.send(ToSnapshots::Finish);
+                let _ = thread.join();
             }
             committer.map_or(Ok(()), |c| c.shutdown().map(drop)).map_err(|source| EngineError::Journal { dir, source })
         })
@@ -363,7 +441,14 @@ mod tests {
         let (subscribers, _) = broadcast::channel(1024);
         let options = EngineOptions::new(dir.path());
         let timers = Arbiter::new();
-        let (shard, _writer) = spawn_shard(0, BTreeMap::new(), &options, committer.appender(), subscribers, &timers);
+        let shared = Shared {
+            options: &options,
+            subscribers,
+            timer_arbiter: &timers,
+            durable_end: Arc::new(AtomicU64::new(0)),
+            snapshots: None,
+        };
+        let (shard, _writer) = spawn_shard(0, BTreeMap::new(), committer.appender(), &shared);
         (shard, appends, committer, dir)
     }
 

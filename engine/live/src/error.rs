@@ -110,3 +110,61 @@ pub enum Outage {
         reason: String,
     },
 }
+
+/// Why a snapshot could not be written or was not used at start-up.
+///
+/// Snapshots are only a cache of the journal: none of these stops the
+/// engine. A snapshot not written is logged; one not used is passed over
+/// for an older one or for a fold of the whole journal, and listed in
+/// [`RecoveryReport::snapshots_rejected`](crate::RecoveryReport::snapshots_rejected).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Reading or writing a file or directory failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("write", "fsync", ...).
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is torn, altered or not a snapshot this engine writes.
+    #[error("snapshot {} is damaged: {reason}", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The body is not the JSON this engine writes.
+    #[error("snapshot {}: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What serde_json reported.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The snapshot claims events the journal does not hold (the journal
+    /// was replaced or lost records): using it would invent history.
+    #[error("snapshot {} covers the journal up to offset {covered}, but the journal ends at {journal_end}", path.display())]
+    BeyondJournal {
+        /// The file.
+        path: PathBuf,
+        /// The offset it covers.
+        covered: u64,
+        /// The journal's end at start-up.
+        journal_end: u64,
+    },
+    /// The journal's tail disagrees with the snapshot (an event the
+    /// snapshot should hold but does not, or one the fold refuses after it).
+    #[error("snapshot {} disagrees with the journal: {reason}", path.display())]
+    Disagrees {
+        /// The file.
+        path: PathBuf,
+        /// The first disagreement found.
+        reason: String,
+    },
+}

@@ -7,17 +7,21 @@
 //! [`DomainState::execute`]; a writer thread per shard makes the decided
 //! events durable through the journal's group committer, and only then
 //! replies, publishes the events to subscribers and arms their timers.
+//! Periodic snapshots of each shard's states, taken only from what is
+//! durable, let a start fold just the journal's tail.
 //! Design and reasoning: `docs/live-engine.md`.
 
 mod engine;
 mod error;
 mod recovery;
 mod shard;
+mod snapshot;
 mod timer;
 mod writer;
 
 pub use engine::{Engine, EngineOptions};
-pub use error::{EngineError, Outage, SubmitError};
+pub use error::{EngineError, Outage, SnapshotError, SubmitError};
+pub use recovery::RecoveryReport;
 pub use switchboard_domain::{Command, DomainState, Envelope, Rejection};
 
 /// The wall clock in milliseconds since the Unix epoch: the time commands

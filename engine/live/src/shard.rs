@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{mpsc, Arc, OnceLock};
+use std::time::Instant;
 
 use actix::{Actor, Context, Handler, Message, MessageResult};
 use switchboard_domain::{Command, DomainState, Envelope, Rejection};
@@ -16,6 +17,7 @@ use switchboard_proto::v1::command::Command as C;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use crate::error::{Outage, SubmitError};
+use crate::snapshot::{LoadedDomain, Taken, TakenDomain, ToSnapshots};
 use crate::timer::{timers_for, timers_from_state, Due};
 use crate::writer::Job;
 
@@ -32,6 +34,15 @@ pub(crate) struct DomainEntry {
 impl DomainEntry {
     pub(crate) fn new(domain: &str, window: usize) -> DomainEntry {
         DomainEntry { state: DomainState::new(domain), recent: Recent::new(window), broken: None }
+    }
+
+    /// A domain as a snapshot kept it.
+    pub(crate) fn restored(loaded: LoadedDomain, window: usize) -> DomainEntry {
+        let mut recent = Recent::new(window);
+        for (command_id, events) in loaded.recent {
+            recent.insert(command_id, events.into_iter().map(Arc::new).collect());
+        }
+        DomainEntry { state: loaded.state, recent, broken: None }
     }
 }
 
@@ -70,6 +81,11 @@ impl Recent {
         }
     }
 
+    /// The remembered commands, oldest first: what a snapshot keeps.
+    fn entries(&self) -> Vec<(String, Vec<Arc<Envelope>>)> {
+        self.order.iter().map(|id| (id.clone(), self.events.get(id).cloned().unwrap_or_default())).collect()
+    }
+
     /// Adds a recovered event: consecutive events of one command id are
     /// one command's events.
     pub(crate) fn record(&mut self, envelope: Arc<Envelope>) {
@@ -106,12 +122,20 @@ impl Message for Submit {
 }
 
 /// Clone the states (one domain, or all), as of everything durable.
-pub(crate) struct Snapshot {
+pub(crate) struct States {
     pub(crate) domain: Option<String>,
 }
 
-impl Message for Snapshot {
+impl Message for States {
     type Result = Pending<BTreeMap<String, DomainState>>;
+}
+
+/// Take a snapshot now (sent by the snapshot thread when this shard's
+/// newest one lags the journal).
+pub(crate) struct TakeSnapshot;
+
+impl Message for TakeSnapshot {
+    type Result = ();
 }
 
 /// Arm every timer the recovered state calls for; returns the commands for
@@ -124,7 +148,8 @@ impl Message for StartTimers {
     type Result = Vec<Command>;
 }
 
-/// Stop deciding, let the writer finish what was decided, stop the actor.
+/// Take a last snapshot, stop deciding, let the writer finish what was
+/// decided, stop the actor.
 pub(crate) struct Stop;
 
 impl Message for Stop {
@@ -139,6 +164,22 @@ pub(crate) struct ShardActor {
     writer: Option<mpsc::Sender<Job>>,
     timers: tokio_mpsc::UnboundedSender<Due>,
     failed: Arc<OnceLock<JournalError>>,
+    /// `None` when snapshots are disabled.
+    snapshots: Option<Snapshots>,
+}
+
+/// A shard's side of the snapshots.
+pub(crate) struct Snapshots {
+    /// This shard's index.
+    pub(crate) shard: usize,
+    /// Events between snapshots (`EngineOptions::snapshot_every`, not 0).
+    pub(crate) every: u64,
+    /// To the snapshot thread.
+    pub(crate) sender: mpsc::Sender<ToSnapshots>,
+    /// Events decided since the last snapshot.
+    pub(crate) since: u64,
+    /// Whether the "broken domain, no snapshots" warning was given.
+    pub(crate) warned: bool,
 }
 
 impl ShardActor {
@@ -148,8 +189,62 @@ impl ShardActor {
         writer: mpsc::Sender<Job>,
         timers: tokio_mpsc::UnboundedSender<Due>,
         failed: Arc<OnceLock<JournalError>>,
+        snapshots: Option<Snapshots>,
     ) -> ShardActor {
-        ShardActor { domains, window, writer: Some(writer), timers, failed }
+        ShardActor { domains, window, writer: Some(writer), timers, failed, snapshots }
+    }
+
+    /// Counts `events` just decided; takes a snapshot once there were enough.
+    fn decided(&mut self, events: usize) {
+        if let Some(snapshots) = &mut self.snapshots {
+            snapshots.since += events as u64;
+            if snapshots.since >= snapshots.every {
+                self.take_snapshot();
+            }
+        }
+    }
+
+    /// Clones every domain's state and recent commands as of now and queues
+    /// them behind what was decided so far: the writer releases them to the
+    /// snapshot thread, with their covered offset, once all of that is
+    /// durable. Only the clone happens on this thread; serializing and the
+    /// fsync happen on the snapshot thread.
+    fn take_snapshot(&mut self) {
+        if self.available().is_err() {
+            return;
+        }
+        let Some(snapshots) = &mut self.snapshots else { return };
+        snapshots.since = 0;
+        if let Some((domain, entry)) = self.domains.iter().find(|(_, entry)| entry.broken.is_some()) {
+            // Its memory may hold changes the log does not: it must not be cached.
+            if !std::mem::replace(&mut snapshots.warned, true) {
+                tracing::warn!(%domain, reason = ?entry.broken, "no snapshots of this shard until a restart");
+            }
+            return;
+        }
+        let started = Instant::now();
+        let domains: Vec<TakenDomain> = self
+            .domains
+            .values()
+            .map(|entry| TakenDomain { state: entry.state.clone(), recent: entry.recent.entries() })
+            .collect();
+        tracing::debug!(
+            shard = snapshots.shard,
+            domains = domains.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "states cloned for a snapshot"
+        );
+        let (shard, sender, taken_at_ms) = (snapshots.shard, snapshots.sender.clone(), crate::now_ms());
+        self.write(Job {
+            events: Vec::new(),
+            timers: Vec::new(),
+            done: Box::new(move |written| {
+                // Not durable, no snapshot: a failed append already stopped the shard.
+                if let Ok(covered) = written {
+                    let _ = sender.send(ToSnapshots::Taken(Taken { shard, covered, taken_at_ms, domains }));
+                }
+            }),
+        });
     }
 
     fn available(&self) -> Result<(), Outage> {
@@ -277,28 +372,33 @@ impl Handler<Submit> for ShardActor {
             Err(outage) => {
                 let _ = reply.send(Err(SubmitError::Unavailable(outage)));
             }
-            Ok(Decision { events, timers, answer }) => self.write(Job {
-                events,
-                timers,
-                done: Box::new(move |written| {
-                    let result = match written {
-                        Err(e) => Err(SubmitError::Unavailable(Outage::JournalFailed(e))),
-                        Ok(()) => answer
-                            .map(|events| events.iter().map(|e| Envelope::clone(e)).collect())
-                            .map_err(SubmitError::Rejected),
-                    };
-                    let _ = reply.send(result);
-                }),
-            }),
+            Ok(Decision { events, timers, answer }) => {
+                let count = events.len();
+                self.write(Job {
+                    events,
+                    timers,
+                    done: Box::new(move |written| {
+                        let result = match written {
+                            Err(e) => Err(SubmitError::Unavailable(Outage::JournalFailed(e))),
+                            Ok(_) => answer
+                                .map(|events| events.iter().map(|e| Envelope::clone(e)).collect())
+                                .map_err(SubmitError::Rejected),
+                        };
+                        let _ = reply.send(result);
+                    }),
+                });
+                // After the job: the snapshot's barrier must follow the events it holds.
+                self.decided(count);
+            }
         }
         MessageResult(pending)
     }
 }
 
-impl Handler<Snapshot> for ShardActor {
-    type Result = MessageResult<Snapshot>;
+impl Handler<States> for ShardActor {
+    type Result = MessageResult<States>;
 
-    fn handle(&mut self, msg: Snapshot, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: States, _: &mut Context<Self>) -> Self::Result {
         let (reply, pending) = oneshot::channel();
         let chosen: Vec<(&String, &DomainEntry)> = match &msg.domain {
             Some(domain) => self.domains.get_key_value(domain).into_iter().collect(),
@@ -322,7 +422,7 @@ impl Handler<Snapshot> for ShardActor {
                 timers: Vec::new(),
                 done: Box::new(move |written| {
                     let _ = reply
-                        .send(written.map(|()| states).map_err(|e| SubmitError::Unavailable(Outage::JournalFailed(e))));
+                        .send(written.map(|_| states).map_err(|e| SubmitError::Unavailable(Outage::JournalFailed(e))));
                 }),
             }),
         }
@@ -348,10 +448,20 @@ impl Handler<StartTimers> for ShardActor {
     }
 }
 
+impl Handler<TakeSnapshot> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, _: TakeSnapshot, _: &mut Context<Self>) {
+        self.take_snapshot();
+    }
+}
+
 impl Handler<Stop> for ShardActor {
     type Result = ();
 
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        // Covers everything this shard decided: the next start reads almost nothing of the journal.
+        self.take_snapshot();
         self.writer = None;
         actix::ActorContext::stop(ctx);
     }

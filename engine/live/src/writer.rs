@@ -8,6 +8,7 @@
 //! One append at a time per shard, so batches reach the journal in
 //! decision order.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
@@ -20,7 +21,13 @@ use tokio::sync::{broadcast, mpsc as tokio_mpsc};
 use crate::timer::Due;
 
 /// Called once the job's events are durable (`Ok`) or cannot be (`Err`).
-pub(crate) type Done = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
+///
+/// `Ok` carries the job's *covered* offset: every event the shard decided
+/// before or with this job is at a journal offset below it, and every event
+/// the shard decides after it will be at an offset at or above it. A
+/// snapshot of the shard's domains taken at this job's decision is therefore
+/// exactly "every event of these domains below `covered`".
+pub(crate) type Done = Box<dyn FnOnce(Result<u64, JournalError>) + Send>;
 
 /// One decision's output. A job without events is a barrier: it completes
 /// once everything decided before it is durable.
@@ -41,6 +48,9 @@ pub(crate) struct Outlets {
     /// Set on the first failed append; read by the actor, which then stops
     /// deciding (its memory is ahead of the log).
     pub(crate) failed: Arc<OnceLock<JournalError>>,
+    /// The end of the highest durable append of any shard, shared by all
+    /// writers (see [`covered`]). Starts at the journal's end after recovery.
+    pub(crate) durable_end: Arc<AtomicU64>,
 }
 
 /// Starts shard `index`'s writer. It ends once every sender of `jobs` is
@@ -69,18 +79,23 @@ fn write_loop(jobs: &mpsc::Receiver<Job>, outlets: &Outlets) {
                 next = jobs.try_recv().ok();
             }
         }
+        let count = records.len() as u64;
         let written = match outlets.failed.get() {
             Some(e) => Err(e.clone()),
-            None if records.is_empty() => Ok(()),
-            None => outlets.appender.append(records).map(|_| ()),
+            None if records.is_empty() => Ok(None),
+            None => outlets.appender.append(records).map(Some),
         };
         if let Err(e) = &written {
             if outlets.failed.set(e.clone()).is_ok() {
                 tracing::error!(error = %e, "journal append failed: the shard takes no more commands until a restart");
             }
         }
+        let mut covered = written.clone().map(|first| covered(&outlets.durable_end, first, count));
         for job in group {
-            if written.is_ok() {
+            let done = job.done;
+            let events = job.events.len() as u64;
+            let this = covered.as_mut().map(|c| c.after(events));
+            if this.is_ok() {
                 for envelope in &job.events {
                     // No receiver is fine: nobody is listening yet.
                     let _ = outlets.subscribers.send(envelope.clone());
@@ -89,7 +104,68 @@ fn write_loop(jobs: &mpsc::Receiver<Job>, outlets: &Outlets) {
                     let _ = outlets.timers.send(due);
                 }
             }
-            (job.done)(written.clone());
+            done(this.map_err(|e| e.clone()));
         }
+    }
+}
+
+/// Hands out each job's covered offset (see [`Done`]) within one group.
+struct Covered {
+    /// Where the next job's events start: the group's first offset plus the
+    /// events of the jobs already passed.
+    position: u64,
+    /// The group's end.
+    end: u64,
+    /// The shared durable end, read after this group's append.
+    durable: u64,
+}
+
+impl Covered {
+    /// The covered offset of a job with `events` events, the next in the group.
+    fn after(&mut self, events: u64) -> u64 {
+        self.position += events;
+        if self.position < self.end {
+            // Later jobs of this group, decided after this one, have events
+            // right here: the offset must stop at them.
+            self.position
+        } else {
+            // Nothing this shard decided later is in the journal yet, and it
+            // will be appended after `durable`, which is already written. An
+            // idle shard's snapshot thus moves up with the other shards' appends.
+            self.durable.max(self.end)
+        }
+    }
+}
+
+/// Publishes a group's end as durable and returns where its covered offsets
+/// start. `first` is the group's first offset, `None` if it had no events.
+fn covered(durable_end: &AtomicU64, first: Option<u64>, count: u64) -> Covered {
+    let durable = match first {
+        Some(first) => durable_end.fetch_max(first + count, Ordering::SeqCst).max(first + count),
+        None => durable_end.load(Ordering::SeqCst),
+    };
+    let first = first.unwrap_or(durable);
+    Covered { position: first, end: first + count, durable }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_covers_up_to_the_next_events_of_its_group_or_else_the_durable_end() {
+        // given a group of 3 events at offsets 10..13, while another shard already wrote up to 20
+        let durable_end = AtomicU64::new(20);
+        let mut covered = covered(&durable_end, Some(10), 3);
+
+        // then jobs followed by later events of the group stop at them, and the last ones get 20
+        let offsets: Vec<u64> = [0, 2, 0, 1, 0].into_iter().map(|events| covered.after(events)).collect();
+        assert_eq!(offsets, [10, 12, 12, 20, 20]);
+
+        // and a group without events (barriers only) covers the durable end, which its append raised
+        let durable_end = AtomicU64::new(5);
+        let mut appended = super::covered(&durable_end, Some(5), 2);
+        assert_eq!(appended.after(2), 7);
+        assert_eq!(super::covered(&durable_end, None, 0).after(0), 7);
     }
 }

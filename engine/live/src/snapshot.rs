@@ -1,0 +1,546 @@
+//! Snapshots: a cache of each shard's domain states, so that start-up folds
+//! only the journal's tail instead of its whole history.
+//!
+//! A snapshot file holds the domains of one shard (of a given shard count)
+//! and the journal offset it *covers*: every event of those domains at an
+//! offset below `covered` is folded in, and none at or above it. The shard
+//! clones its states at a decision and hands a barrier job to its writer;
+//! the writer completes it once everything decided before is durable and
+//! tells the covered offset (see [`crate::writer::Done`]). Only then does
+//! the clone reach the snapshot thread, which serializes and writes it, so a
+//! snapshot never holds an event the journal does not.
+//!
+//! Files live in `<data_dir>/snapshots/` (the journal ignores directories
+//! and any name not ending in `.log`), are named
+//! `shard-<i>-of-<n>-at-<covered>.snapshot` and are written atomically
+//! (temporary file, fsync, rename, fsync of the directory). Content: an
+//! 8-byte magic, the body's length (u64 LE) and CRC-32 (u32 LE), then the
+//! body as JSON. The last [`KEEP`] files of each shard are kept.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use actix::Addr;
+use serde::{Deserialize, Serialize};
+use switchboard_domain::{DomainState, Envelope};
+
+use crate::error::SnapshotError;
+use crate::shard::{ShardActor, TakeSnapshot};
+
+/// The subdirectory of the data directory that holds the snapshots.
+pub(crate) const DIR: &str = "snapshots";
+/// Snapshots kept per shard: the newest, and one to fall back on if it is damaged.
+pub(crate) const KEEP: usize = 2;
+const MAGIC: &[u8; 8] = b"SWBSNAP1";
+const HEADER_LEN: usize = MAGIC.len() + 8 + 4;
+/// Version of the body; a file of another version is skipped (a full fold is always possible).
+const FORMAT: u32 = 1;
+const SUFFIX: &str = ".snapshot";
+const TEMP_SUFFIX: &str = ".snapshot.tmp";
+
+/// A domain as a shard handed it over: its state and its recent commands,
+/// oldest first, so that a command retried across a restart is recognised.
+pub(crate) struct TakenDomain {
+    pub(crate) state: DomainState,
+    pub(crate) recent: Vec<(String, Vec<Arc<Envelope>>)>,
+}
+
+/// A shard's domains as of one of its decisions, all durable up to `covered`.
+pub(crate) struct Taken {
+    pub(crate) shard: usize,
+    pub(crate) covered: u64,
+    pub(crate) taken_at_ms: i64,
+    pub(crate) domains: Vec<TakenDomain>,
+}
+
+/// What the snapshot thread is told.
+pub(crate) enum ToSnapshots {
+    /// Write this shard's snapshot (unless a newer one is already written).
+    Taken(Taken),
+    /// Write what is queued, then end.
+    Finish,
+}
+
+#[derive(Serialize)]
+struct BodyOut<'a> {
+    format: u32,
+    shards: usize,
+    shard: usize,
+    covered: u64,
+    taken_at_ms: i64,
+    domains: Vec<DomainOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct DomainOut<'a> {
+    state: &'a DomainState,
+    recent: Vec<(&'a str, Vec<&'a Envelope>)>,
+}
+
+#[derive(Deserialize)]
+struct BodyIn {
+    format: u32,
+    shards: usize,
+    shard: usize,
+    covered: u64,
+    domains: Vec<LoadedDomain>,
+}
+
+/// A domain read back from a snapshot file.
+#[derive(Deserialize)]
+pub(crate) struct LoadedDomain {
+    pub(crate) state: DomainState,
+    pub(crate) recent: Vec<(String, Vec<Envelope>)>,
+}
+
+/// What a snapshot's file name says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Name {
+    pub(crate) shards: usize,
+    pub(crate) shard: usize,
+    pub(crate) covered: u64,
+}
+
+impl Name {
+    fn file_name(self) -> String {
+        format!("shard-{:04}-of-{:04}-at-{:020}{SUFFIX}", self.shard, self.shards, self.covered)
+    }
+
+    fn parse(file_name: &str) -> Option<Name> {
+        let rest = file_name.strip_prefix("shard-")?.strip_suffix(SUFFIX)?;
+        let (shard, rest) = rest.split_once("-of-")?;
+        let (shards, covered) = rest.split_once("-at-")?;
+        let name = Name { shards: shards.parse().ok()?, shard: shard.parse().ok()?, covered: covered.parse().ok()? };
+        (name.shard < name.shards).then_some(name)
+    }
+}
+
+fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SnapshotError + 'a {
+    move |source| SnapshotError::Io { action, path: path.to_path_buf(), source }
+}
+
+/// What [`list`] finds in the snapshot directory.
+#[derive(Default)]
+struct Listing {
+    snapshots: Vec<(Name, PathBuf)>,
+    /// Temporary files a crash left behind.
+    temps: Vec<PathBuf>,
+}
+
+/// The snapshots in `dir` (the snapshot directory), by name; a missing
+/// directory holds none.
+fn list(dir: &Path) -> Result<Listing, SnapshotError> {
+    let mut listing = Listing::default();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(listing),
+        Err(e) => return Err(io_error("list", dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_error("list", dir))?;
+        let Some(file_name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if file_name.ends_with(TEMP_SUFFIX) {
+            listing.temps.push(entry.path());
+        } else if let Some(name) = Name::parse(&file_name) {
+            listing.snapshots.push((name, entry.path()));
+        }
+    }
+    Ok(listing)
+}
+
+/// Writes `taken` as shard `taken.shard` of `shards` into `dir` atomically
+/// and returns its path. Serialization happens here, on the snapshot
+/// thread, not on the shard's.
+fn write(dir: &Path, shards: usize, taken: &Taken) -> Result<PathBuf, SnapshotError> {
+    let name = Name { shards, shard: taken.shard, covered: taken.covered };
+    let path = dir.join(name.file_name());
+    let body = BodyOut {
+        format: FORMAT,
+        shards,
+        shard: taken.shard,
+        covered: taken.covered,
+        taken_at_ms: taken.taken_at_ms,
+        domains: taken
+            .domains
+            .iter()
+            .map(|d| DomainOut {
+                state: &d.state,
+                recent: d
+                    .recent
+                    .iter()
+                    .map(|(id, events)| (id.as_str(), events.iter().map(|e| &**e).collect()))
+                    .collect(),
+            })
+            .collect(),
+    };
+    let body = serde_json::to_vec(&body).map_err(|source| SnapshotError::Json { path: path.clone(), source })?;
+    let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    bytes.extend_from_slice(&body);
+    drop(body);
+
+    let temp = dir.join(format!("{}.tmp", name.file_name()));
+    let mut file = File::create(&temp).map_err(io_error("create", &temp))?;
+    file.write_all(&bytes).map_err(io_error("write", &temp))?;
+    // Durable content before the rename makes the name visible: a crash
+    // leaves the old files, or the whole new one, never a name on torn bytes.
+    file.sync_all().map_err(io_error("fsync", &temp))?;
+    drop(file);
+    fs::rename(&temp, &path).map_err(io_error("rename", &temp))?;
+    sync_dir(dir)?;
+    Ok(path)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("fsync", dir))
+}
+
+/// Reads and checks the snapshot at `path`, named `name`: magic, length,
+/// checksum, format, that the body says what the name says, and that every
+/// domain belongs to the shard (`shard_of`) exactly once.
+pub(crate) fn load(
+    path: &Path,
+    name: Name,
+    shard_of: fn(&str, usize) -> usize,
+) -> Result<Vec<LoadedDomain>, SnapshotError> {
+    let damaged = |reason: String| SnapshotError::Damaged { path: path.to_path_buf(), reason };
+    let bytes = fs::read(path).map_err(io_error("read", path))?;
+    if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(damaged("no snapshot header".into()));
+    }
+    let len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    let body = &bytes[HEADER_LEN..];
+    if len != body.len() as u64 {
+        return Err(damaged(format!("the header says {len} bytes of body, the file has {}", body.len())));
+    }
+    if crc32fast::hash(body) != crc {
+        return Err(damaged("checksum mismatch".into()));
+    }
+    let body: BodyIn =
+        serde_json::from_slice(body).map_err(|source| SnapshotError::Json { path: path.to_path_buf(), source })?;
+    if body.format != FORMAT {
+        return Err(damaged(format!("format {} (this engine reads {FORMAT})", body.format)));
+    }
+    if (body.shards, body.shard, body.covered) != (name.shards, name.shard, name.covered) {
+        return Err(damaged(format!(
+            "the body says shard {} of {} at {}, unlike its name",
+            body.shard, body.shards, body.covered
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    for domain in &body.domains {
+        let domain = &domain.state.domain;
+        if shard_of(domain, name.shards) != name.shard || !seen.insert(domain.as_str()) {
+            return Err(damaged(format!("domain {domain:?} is not this shard's, or appears twice")));
+        }
+    }
+    Ok(body.domains)
+}
+
+/// A set of snapshots to start from: one per shard of one shard count.
+pub(crate) struct Chosen {
+    /// The shard count the files were written with.
+    pub(crate) shards: usize,
+    /// Per shard index: the file, its covered offset and its domains.
+    pub(crate) files: Vec<(PathBuf, u64, Vec<LoadedDomain>)>,
+}
+
+/// Picks the newest complete set of valid snapshots in `data_dir` whose
+/// covered offsets the journal (ending at `journal_end`) holds: for each
+/// shard count found, the newest valid file of every shard index, falling
+/// back to older ones; the count whose set starts the fold latest wins.
+/// `None` (a full fold) if no count has a valid file for every index.
+/// Every file passed over is added to `rejected`, with why, and logged.
+/// Also removes temporary files a crash left behind.
+pub(crate) fn choose(
+    data_dir: &Path,
+    journal_end: u64,
+    shard_of: fn(&str, usize) -> usize,
+    rejected: &mut Vec<(PathBuf, SnapshotError)>,
+) -> Option<Chosen> {
+    let dir = data_dir.join(DIR);
+    let Listing { snapshots: found, temps } = match list(&dir) {
+        Ok(listing) => listing,
+        Err(e) => {
+            tracing::warn!(error = %e, "snapshots unreadable: folding the whole journal");
+            rejected.push((dir, e));
+            return None;
+        }
+    };
+    for temp in temps {
+        // Runs under the journal's lock, so no writer of ours is using it.
+        let _ = fs::remove_file(temp);
+    }
+    let mut layouts: BTreeMap<usize, Vec<Vec<(Name, PathBuf)>>> = BTreeMap::new();
+    for (name, path) in found {
+        if name.covered > journal_end {
+            let e = SnapshotError::BeyondJournal { path: path.clone(), covered: name.covered, journal_end };
+            tracing::warn!(error = %e, "snapshot skipped");
+            rejected.push((path, e));
+            continue;
+        }
+        let layout = layouts.entry(name.shards).or_insert_with(|| vec![Vec::new(); name.shards]);
+        layout[name.shard].push((name, path));
+    }
+    // The best case for each count first: its newest file of every index.
+    let mut order: Vec<(u64, usize)> = layouts
+        .iter_mut()
+        .filter(|(_, per_shard)| per_shard.iter().all(|files| !files.is_empty()))
+        .map(|(&shards, per_shard)| {
+            for files in per_shard.iter_mut() {
+                files.sort_unstable_by_key(|(name, _)| std::cmp::Reverse(name.covered));
+            }
+            (per_shard.iter().map(|files| files[0].0.covered).min().unwrap_or(0), shards)
+        })
+        .collect();
+    order.sort_unstable_by(|a, b| b.cmp(a));
+    'layouts: for (_, shards) in order {
+        let mut files = Vec::new();
+        for candidates in layouts.remove(&shards).unwrap_or_default() {
+            let mut loaded = None;
+            for (name, path) in candidates {
+                match load(&path, name, shard_of) {
+                    Ok(domains) => {
+                        loaded = Some((path, name.covered, domains));
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "snapshot skipped: falling back to an older one");
+                        rejected.push((path, e));
+                    }
+                }
+            }
+            match loaded {
+                Some(file) => files.push(file),
+                None => continue 'layouts,
+            }
+        }
+        return Some(Chosen { shards, files });
+    }
+    None
+}
+
+/// Keeps the newest [`KEEP`] snapshots of shard `shard` of `shards`, and
+/// once every shard of this count has one, removes those of other counts
+/// (written before the shard count changed).
+fn prune(dir: &Path, shards: usize, shard: usize) -> Result<(), SnapshotError> {
+    let mut found = list(dir)?.snapshots;
+    found.sort_unstable_by_key(|(name, _)| std::cmp::Reverse(name.covered));
+    let complete = (0..shards).all(|i| found.iter().any(|(n, _)| n.shards == shards && n.shard == i));
+    let mut kept = 0;
+    for (name, path) in found {
+        let obsolete = if name.shards == shards && name.shard == shard {
+            kept += 1;
+            kept > KEEP
+        } else {
+            name.shards != shards && complete
+        };
+        if obsolete {
+            fs::remove_file(&path).map_err(io_error("remove", &path))?;
+        }
+    }
+    Ok(())
+}
+
+/// How the snapshot thread runs.
+pub(crate) struct Settings {
+    /// The data directory; snapshots go to its [`DIR`].
+    pub(crate) data_dir: PathBuf,
+    /// The engine's shard count.
+    pub(crate) shards: usize,
+    /// `EngineOptions::snapshot_every`.
+    pub(crate) every: u64,
+    /// Per shard, the covered offset of its newest snapshot of this shard
+    /// count, if it has one.
+    pub(crate) latest: Vec<Option<u64>>,
+    /// The journal's durable end, kept by the writers.
+    pub(crate) durable_end: Arc<AtomicU64>,
+}
+
+/// Starts the thread that writes the snapshots the shards hand over.
+///
+/// Besides writing, it keeps the fold start bounded when a shard is idle:
+/// recovery reads from the oldest covered offset among the shards, and a
+/// shard that decides nothing never reaches `every` events. So whenever a
+/// shard's newest snapshot lags the journal's end by `every × shards`
+/// records (or it has none), the thread asks it for one ([`TakeSnapshot`]);
+/// the writer gives an idle shard's snapshot the journal's current end.
+pub(crate) fn spawn(
+    settings: Settings,
+    receiver: mpsc::Receiver<ToSnapshots>,
+    shards: Vec<Addr<ShardActor>>,
+) -> JoinHandle<()> {
+    thread::Builder::new()
+        .name("snapshots".into())
+        .spawn(move || snapshot_loop(settings, &receiver, &shards))
+        .expect("the OS refused to start the snapshot thread")
+}
+
+fn snapshot_loop(mut settings: Settings, receiver: &mpsc::Receiver<ToSnapshots>, shards: &[Addr<ShardActor>]) {
+    let dir = settings.data_dir.join(DIR);
+    let mut dir_ready = false;
+    let mut asked = vec![false; settings.shards];
+    let lag_limit = settings.every.saturating_mul(settings.shards as u64);
+    while let Ok(first) = receiver.recv() {
+        // Only the newest of each shard is worth writing: the older ones
+        // queued behind a slow disk would be deleted right after.
+        let mut newest: BTreeMap<usize, Taken> = BTreeMap::new();
+        let mut finish = false;
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                ToSnapshots::Finish => finish = true,
+                ToSnapshots::Taken(taken) => {
+                    asked[taken.shard] = false;
+                    if newest.get(&taken.shard).is_none_or(|t| t.covered < taken.covered) {
+                        newest.insert(taken.shard, taken);
+                    }
+                }
+            }
+            next = receiver.try_recv().ok();
+        }
+        for (shard, taken) in newest {
+            if settings.latest[shard].is_some_and(|covered| covered >= taken.covered) {
+                continue; // Nothing new since the last one.
+            }
+            if !dir_ready {
+                match ensure_dir(&settings.data_dir, &dir) {
+                    Ok(()) => dir_ready = true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "snapshot not written; the journal alone stays the record");
+                        continue;
+                    }
+                }
+            }
+            let started = Instant::now();
+            match write(&dir, settings.shards, &taken).and_then(|path| {
+                prune(&dir, settings.shards, shard)?;
+                Ok(path)
+            }) {
+                Ok(path) => {
+                    settings.latest[shard] = Some(taken.covered);
+                    tracing::info!(path = %path.display(), covered = taken.covered, domains = taken.domains.len(),
+                        elapsed_ms = started.elapsed().as_millis() as u64, "snapshot written");
+                }
+                // A cache that could not be written: the journal still holds everything.
+                Err(e) => tracing::warn!(error = %e, "snapshot not written; the journal alone stays the record"),
+            }
+        }
+        if finish {
+            return;
+        }
+        let end = settings.durable_end.load(Ordering::SeqCst);
+        for (shard, addr) in shards.iter().enumerate() {
+            let lagging = settings.latest[shard].is_none_or(|covered| end.saturating_sub(covered) >= lag_limit);
+            if lagging && !asked[shard] {
+                asked[shard] = true;
+                // do_send ignores the mailbox's bound: this thread never waits on a busy shard.
+                addr.do_send(TakeSnapshot);
+            }
+        }
+    }
+}
+
+/// Creates the snapshot directory, durably: its entry in the data directory
+/// is fsync'd, or a crash could lose the directory with files renamed into it.
+fn ensure_dir(data_dir: &Path, dir: &Path) -> Result<(), SnapshotError> {
+    if !dir.is_dir() {
+        fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+        sync_dir(data_dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_in_zero(_: &str, _: usize) -> usize {
+        0
+    }
+
+    fn taken(covered: u64, domains: &[&str]) -> Taken {
+        let domains = domains
+            .iter()
+            .map(|d| {
+                let mut state = DomainState::new(*d);
+                state.last_sequence = 3;
+                let envelope = Arc::new(Envelope {
+                    domain: (*d).into(),
+                    sequence: 3,
+                    command_id: "c".into(),
+                    ..Default::default()
+                });
+                TakenDomain { state, recent: vec![("c".into(), vec![envelope])] }
+            })
+            .collect();
+        Taken { shard: 0, covered, taken_at_ms: 1, domains }
+    }
+
+    #[test]
+    fn names_round_trip_and_strays_are_ignored() {
+        let name = Name { shards: 2, shard: 1, covered: 42 };
+        assert_eq!(name.file_name(), "shard-0001-of-0002-at-00000000000000000042.snapshot");
+        assert_eq!(Name::parse(&name.file_name()), Some(name));
+        for stray in
+            ["LOCK", "shard-2-of-2-at-1.snapshot", "shard-0-of-1-at-x.snapshot", "shard-0-of-1-at-1.snapshot.tmp"]
+        {
+            assert_eq!(Name::parse(stray), None, "{stray}");
+        }
+    }
+
+    #[test]
+    fn a_written_snapshot_reads_back_and_any_damage_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), 1, &taken(7, &["a", "b"])).unwrap();
+        let name = Name { shards: 1, shard: 0, covered: 7 };
+        let loaded = load(&path, name, all_in_zero).unwrap();
+        assert_eq!(loaded.iter().map(|d| d.state.domain.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(loaded[0].recent[0].1[0].sequence, 3);
+
+        let bytes = fs::read(&path).unwrap();
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        for (damage, expected) in [
+            (bytes[..bytes.len() - 1].to_vec(), "bytes of body"),
+            (flipped, "checksum"),
+            (b"not a snapshot".to_vec(), "header"),
+        ] {
+            fs::write(&path, damage).unwrap();
+            let error = load(&path, name, all_in_zero).err().unwrap().to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+        // and a file whose body disagrees with its name is refused too
+        let other = write(dir.path(), 1, &taken(8, &["a"])).unwrap();
+        let error = load(&other, name, all_in_zero).err().unwrap().to_string();
+        assert!(error.contains("unlike its name"), "{error}");
+    }
+
+    #[test]
+    fn only_the_newest_two_of_a_shard_are_kept_and_other_counts_go_once_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = taken(5, &[]);
+        write(dir.path(), 3, &old).unwrap();
+        for covered in [10, 20, 30] {
+            write(dir.path(), 1, &taken(covered, &[])).unwrap();
+            prune(dir.path(), 1, 0).unwrap();
+        }
+        let mut names = list(dir.path()).unwrap().snapshots;
+        names.sort();
+        assert_eq!(names.iter().map(|(n, _)| (n.shards, n.covered)).collect::<Vec<_>>(), [(1, 20), (1, 30)]);
+        // while a count is incomplete, the files of the other count stay
+        old.covered = 40;
+        write(dir.path(), 2, &old).unwrap();
+        prune(dir.path(), 2, 0).unwrap();
+        assert_eq!(list(dir.path()).unwrap().snapshots.len(), 3);
+    }
+}
