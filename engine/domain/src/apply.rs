@@ -127,6 +127,7 @@ impl DomainState {
                 agent.name = profile.name.clone();
                 agent.capacities = capacities;
                 agent.queues = new_queues;
+                self.refresh_free(&profile.agent_id);
             }
             Event::WrapUpReasonsConfigured(e) => self.wrap_up_reasons = e.reasons.clone(),
             Event::IdleReasonsConfigured(e) => self.idle_reasons = e.reasons.clone(),
@@ -263,6 +264,7 @@ impl DomainState {
                 if e.to() == AgentStatus::Available {
                     agent.free_since_ms = at_ms;
                 }
+                self.refresh_free(&e.agent_id);
             }
             Event::AgentMessageSent(e) => {
                 let conversation = self.active_conversation_mut(&e.conversation_id, blame)?;
@@ -440,6 +442,7 @@ impl DomainState {
                 let agent = self.agents.get_mut(&e.agent_id).expect("checked above");
                 agent.holdings.remove(&e.conversation_id);
                 agent.free_since_ms = at_ms;
+                self.refresh_free(&e.agent_id);
                 if let Some(conversation) = self.conversations.get_mut(&e.conversation_id) {
                     conversation.wrapping_up.remove(&e.agent_id);
                 }
@@ -557,6 +560,7 @@ impl DomainState {
             .expect("checked above")
             .holdings
             .insert(e.conversation_id.clone(), Holding { channel, role: Role::Offered(e.offer_id.clone()) });
+        self.refresh_free(&e.agent_id);
         self.offers.insert(
             e.offer_id.clone(),
             Offer {
@@ -588,6 +592,7 @@ impl DomainState {
         }
         self.offers.remove(offer_id);
         self.agents.get_mut(&offer.agent_id).expect("offer holder exists").holdings.remove(&offer.conversation_id);
+        self.refresh_free(&offer.agent_id);
         let conversation = self.conversations.get_mut(&offer.conversation_id).expect("offered conversation exists");
         if offer.kind == OfferKind::Conference {
             conversation.conference = None;

@@ -223,6 +223,15 @@ impl DomainState {
                 ));
             }
         }
+        for channel in crate::channel::ALL {
+            let indexed = self.free_agents.get(&(channel as i32)).is_some_and(|free| free.contains(agent_id));
+            if indexed != agent.can_take(channel) {
+                return Err(broken(
+                    "free agents index",
+                    format!("agent {agent_id} indexed as free for {}: {indexed}", crate::channel::name(channel)),
+                ));
+            }
+        }
         for conversation_id in agent.holdings.keys() {
             if !self.conversations.contains_key(conversation_id) {
                 return Err(broken(

@@ -2,9 +2,7 @@
 //! functions over the state; the caller turns a [`Choice`] into a
 //! `ConversationOffered` event.
 
-use switchboard_proto::v1::{
-    AgentStatus, Channel, PassedOverAgent, PassedOverReason, RoutingDecision, RoutingStrategy,
-};
+use switchboard_proto::v1::{AgentStatus, PassedOverAgent, PassedOverReason, RoutingDecision, RoutingStrategy};
 
 use crate::state::{Agent, DomainState, Queue};
 use crate::{AgentId, ConversationId, QueueId};
@@ -35,8 +33,12 @@ struct Candidate<'a> {
     agent_id: &'a AgentId,
     agent: &'a Agent,
     passed_over: Option<PassedOverReason>,
+    load: u32,
+    capacity: u32,
     score: i64,
-    rank: (i64, i64, &'a AgentId),
+    /// Not eligible last, then the strategy's score, then the agent's place
+    /// in id order: integers only, since this is sorted for every offer.
+    rank: (bool, i64, usize),
 }
 
 /// The next offer to make in the domain, if any: among queues with waiting
@@ -46,6 +48,12 @@ pub fn next_choice(state: &DomainState) -> Option<Choice> {
     let mut queues: Vec<(&QueueId, &Queue)> = state.queues.iter().filter(|(_, q)| !q.waiting.is_empty()).collect();
     queues.sort_by_key(|(_, q)| (-i64::from(q.config.priority), q.waiting.first().cloned()));
     for (queue_id, queue) in queues {
+        let channel = queue.channel() as i32;
+        let anyone_free =
+            state.free_agents.get(&channel).is_some_and(|free| free.iter().any(|agent| queue.members.contains(agent)));
+        if !anyone_free {
+            continue;
+        }
         for key in queue.waiting.iter().take(LOOKAHEAD) {
             if let Some(choice) = choose_agent(state, queue_id, queue, &key.conversation_id) {
                 return Some(choice);
@@ -64,25 +72,49 @@ fn choose_agent(
 ) -> Option<Choice> {
     let channel = queue.channel();
     let strategy = queue.strategy();
+    let members = queue.members.len().max(1) as i64;
+    let last_offered = queue.last_offered.as_ref().and_then(|last| queue.members.iter().position(|m| m == last));
     let mut candidates: Vec<Candidate> = queue
         .members
         .iter()
-        .filter_map(|id| state.agents.get_key_value(id))
-        .map(|(agent_id, agent)| {
+        .enumerate()
+        .filter_map(|(position, id)| state.agents.get_key_value(id).map(|(id, agent)| (position, id, agent)))
+        .map(|(position, agent_id, agent)| {
+            let (load, capacity) = (agent.load(channel), agent.capacity(channel));
             let passed_over = if agent.status != AgentStatus::Available {
                 Some(PassedOverReason::NotAvailable)
-            } else if agent.load(channel) >= agent.capacity(channel) {
+            } else if load >= capacity {
                 Some(PassedOverReason::NoCapacity)
             } else if agent.holdings.contains_key(conversation_id) {
                 Some(PassedOverReason::AlreadyParticipating)
             } else {
                 None
             };
-            let score = score(strategy, agent, agent_id, channel, queue.last_offered.as_ref(), &queue.members);
-            Candidate { agent_id, agent, passed_over, score, rank: (i64::from(passed_over.is_some()), score, agent_id) }
+            let score = match strategy {
+                // Turns in id order, starting after the agent last offered.
+                RoutingStrategy::RoundRobin => {
+                    (position as i64 - last_offered.map_or(-1, |p| p as i64) - 1).rem_euclid(members)
+                }
+                RoutingStrategy::LeastOccupied => i64::from(load) * 1_000_000 / i64::from(capacity.max(1)),
+                _ => agent.free_since_ms,
+            };
+            Candidate {
+                agent_id,
+                agent,
+                passed_over,
+                load,
+                capacity,
+                score,
+                rank: (passed_over.is_some(), score, position),
+            }
         })
         .collect();
-    candidates.sort_by(|a, b| a.rank.cmp(&b.rank));
+    // Only the winner and the listed runners-up need an order.
+    let listed = candidates.len().min(PASSED_OVER_LISTED + 1);
+    if listed < candidates.len() {
+        candidates.select_nth_unstable_by_key(listed - 1, |c| c.rank);
+    }
+    candidates[..listed].sort_unstable_by_key(|c| c.rank);
     let winner = candidates.first().filter(|c| c.passed_over.is_none())?;
     let eligible = candidates.iter().filter(|c| c.passed_over.is_none()).count();
     let lost_reason = match strategy {
@@ -90,15 +122,14 @@ fn choose_agent(
         RoutingStrategy::LeastOccupied => PassedOverReason::HigherOccupancy,
         _ => PassedOverReason::ShorterIdleTime,
     };
-    let passed_over: Vec<PassedOverAgent> = candidates[1..]
+    let passed_over: Vec<PassedOverAgent> = candidates[1..listed]
         .iter()
-        .take(PASSED_OVER_LISTED)
         .map(|c| PassedOverAgent {
             agent_id: c.agent_id.clone(),
             reason: c.passed_over.unwrap_or(lost_reason) as i32,
             status: c.agent.status as i32,
-            load: c.agent.load(channel),
-            capacity: c.agent.capacity(channel),
+            load: c.load,
+            capacity: c.capacity,
             free_since_ms: c.agent.free_since_ms,
             score: c.score,
         })
@@ -107,8 +138,8 @@ fn choose_agent(
         strategy: strategy as i32,
         considered: candidates.len() as u32,
         eligible: eligible as u32,
-        chosen_load: winner.agent.load(channel),
-        chosen_capacity: winner.agent.capacity(channel),
+        chosen_load: winner.load,
+        chosen_capacity: winner.capacity,
         chosen_free_since_ms: winner.agent.free_since_ms,
         chosen_score: winner.score,
         passed_over_unlisted: (candidates.len() - 1 - passed_over.len()) as u32,
@@ -120,30 +151,6 @@ fn choose_agent(
         agent_id: winner.agent_id.clone(),
         decision,
     })
-}
-
-/// The strategy's score of one agent; lower wins, ties go to the smaller id.
-fn score(
-    strategy: RoutingStrategy,
-    agent: &Agent,
-    agent_id: &AgentId,
-    channel: Channel,
-    last_offered: Option<&AgentId>,
-    members: &std::collections::BTreeSet<AgentId>,
-) -> i64 {
-    match strategy {
-        RoutingStrategy::RoundRobin => {
-            // Position after the last agent offered, in id order, wrapping.
-            let position = members.iter().position(|m| m == agent_id).unwrap_or(0) as i64;
-            let after = last_offered.and_then(|last| members.iter().position(|m| m == last)).map_or(-1, |p| p as i64);
-            (position - after - 1).rem_euclid(members.len().max(1) as i64)
-        }
-        RoutingStrategy::LeastOccupied => {
-            let capacity = i64::from(agent.capacity(channel).max(1));
-            i64::from(agent.load(channel)) * 1_000_000 / capacity
-        }
-        _ => agent.free_since_ms,
-    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,11 @@ pub struct DomainState {
     pub wrap_up_reasons: Vec<String>,
     /// The configured idle reasons, in configured order.
     pub idle_reasons: Vec<String>,
+    /// Agents who could take an offer of each channel right now (Available,
+    /// with free capacity), by channel. Derived from `agents` and kept in
+    /// step by `apply`: routing asks it first, so a command costs nothing
+    /// extra while every agent is busy, however long the queues are.
+    pub free_agents: BTreeMap<i32, BTreeSet<AgentId>>,
 }
 
 /// A queue and the conversations waiting in it.
@@ -271,6 +276,21 @@ impl DomainState {
     /// An empty domain.
     pub fn new(domain: impl Into<String>) -> Self {
         Self { domain: domain.into(), ..Self::default() }
+    }
+
+    /// Brings `free_agents` up to date with one agent's state and holdings.
+    pub(crate) fn refresh_free(&mut self, agent_id: &str) {
+        let Some(agent) = self.agents.get(agent_id) else { return };
+        for channel in crate::channel::ALL {
+            let free = self.free_agents.entry(channel as i32).or_default();
+            if agent.can_take(channel) {
+                if !free.contains(agent_id) {
+                    free.insert(agent_id.to_owned());
+                }
+            } else {
+                free.remove(agent_id);
+            }
+        }
     }
 
     /// How many conversations are in each place.

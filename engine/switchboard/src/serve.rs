@@ -40,6 +40,8 @@ pub async fn run(config: Config, data: PathBuf, listen: &str, shards: usize) -> 
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).app_data(api::json_config()).configure(api::routes))
             .workers(2)
+            // Agent sessions stay open until their agents leave; a stop must not wait for that.
+            .shutdown_timeout(3)
             .bind(listen)
             .map_err(|source| ServeError::Listen { address: listen.to_owned(), source })?;
     let address = server.addrs()[0];

@@ -27,7 +27,7 @@ pub use error::ApiError;
 pub use feed::Feed;
 pub use metrics::Metrics;
 
-use crate::config::{Config, Principal};
+use crate::config::{Config, Principal, TokenIndex};
 
 /// What every handler shares.
 pub struct ApiState {
@@ -35,6 +35,8 @@ pub struct ApiState {
     pub engine: Engine,
     /// Tenants, tokens and entry points.
     pub config: Arc<Config>,
+    /// The configured tokens, for one lookup per request.
+    tokens: TokenIndex,
     /// Recent events, for agent sessions that resume.
     pub feed: Arc<Feed>,
     /// Counters and histograms for `/metrics`.
@@ -51,7 +53,8 @@ impl ApiState {
     pub fn new(engine: Engine, config: Arc<Config>, instance: String) -> Self {
         let feed = Feed::start(engine.subscribe());
         let metrics = Metrics::start(engine.subscribe());
-        Self { engine, config, feed, metrics, next_command: AtomicU64::new(0), instance }
+        let tokens = config.token_index();
+        Self { engine, config, tokens, feed, metrics, next_command: AtomicU64::new(0), instance }
     }
 
     /// A command for `tenant`. The caller's `Idempotency-Key` header, when
@@ -110,7 +113,7 @@ impl FromRequest for Caller {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .and_then(|token| state.config.authenticate(token.trim()));
+            .and_then(|token| state.tokens.authenticate(token.trim()));
         std::future::ready(principal.map(Caller).ok_or(ApiError::Unauthorized))
     }
 }

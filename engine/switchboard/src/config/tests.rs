@@ -303,3 +303,16 @@ fn keys_left_out_take_their_defaults() {
     assert_eq!(tenant.agents[0].profile().name, "ana");
     assert_eq!(tenant.supervisors[0].display_name(), "sam");
 }
+
+#[test]
+fn the_token_index_finds_the_same_principals_as_authenticate() {
+    let config = Config::demo();
+    let index = config.token_index();
+    for token in ["agent-ana-token", "agent-ben-token", "agent-cleo-token", "supervisor-sam-token"] {
+        assert_eq!(index.authenticate(token), config.authenticate(token), "{token}");
+        assert!(index.authenticate(token).is_some(), "{token}");
+    }
+    for wrong in ["", "agent-ana-toke", "agent-ana-token ", "AGENT-ANA-TOKEN"] {
+        assert_eq!(index.authenticate(wrong), None, "{wrong:?}");
+    }
+}
