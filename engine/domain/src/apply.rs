@@ -100,6 +100,7 @@ impl DomainState {
                     idle_reason: String::new(),
                     free_since_ms: at_ms,
                     holdings: BTreeMap::new(),
+                    loads: BTreeMap::new(),
                 });
                 let mut reduced = agent.clone();
                 reduced.capacities = capacities.clone();
@@ -440,7 +441,7 @@ impl DomainState {
                     }
                 }
                 let agent = self.agents.get_mut(&e.agent_id).expect("checked above");
-                agent.holdings.remove(&e.conversation_id);
+                agent.release(&e.conversation_id);
                 agent.free_since_ms = at_ms;
                 self.refresh_free(&e.agent_id);
                 if let Some(conversation) = self.conversations.get_mut(&e.conversation_id) {
@@ -558,8 +559,7 @@ impl DomainState {
         self.agents
             .get_mut(&e.agent_id)
             .expect("checked above")
-            .holdings
-            .insert(e.conversation_id.clone(), Holding { channel, role: Role::Offered(e.offer_id.clone()) });
+            .hold(e.conversation_id.clone(), Holding { channel, role: Role::Offered(e.offer_id.clone()) });
         self.refresh_free(&e.agent_id);
         self.offers.insert(
             e.offer_id.clone(),
@@ -591,7 +591,7 @@ impl DomainState {
                 .fail("every offer ends once", format!("offer {offer_id} to {} ended for {agent_id}", offer.agent_id));
         }
         self.offers.remove(offer_id);
-        self.agents.get_mut(&offer.agent_id).expect("offer holder exists").holdings.remove(&offer.conversation_id);
+        self.agents.get_mut(&offer.agent_id).expect("offer holder exists").release(&offer.conversation_id);
         self.refresh_free(&offer.agent_id);
         let conversation = self.conversations.get_mut(&offer.conversation_id).expect("offered conversation exists");
         if offer.kind == OfferKind::Conference {

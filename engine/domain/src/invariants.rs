@@ -224,6 +224,17 @@ impl DomainState {
             }
         }
         for channel in crate::channel::ALL {
+            let counted = agent.holdings.values().filter(|h| h.channel == channel).count() as u32;
+            if agent.load(channel) != counted {
+                return Err(broken(
+                    "capacity per channel",
+                    format!(
+                        "agent {agent_id} counted {} {} holdings, holds {counted}",
+                        agent.load(channel),
+                        crate::channel::name(channel)
+                    ),
+                ));
+            }
             let indexed = self.free_agents.get(&(channel as i32)).is_some_and(|free| free.contains(agent_id));
             if indexed != agent.can_take(channel) {
                 return Err(broken(

@@ -85,6 +85,10 @@ pub struct Agent {
     /// Conversations the agent holds, and in what role; each counts against
     /// the capacity of its channel.
     pub holdings: BTreeMap<ConversationId, Holding>,
+    /// How many holdings of each channel: derived from `holdings`, kept by
+    /// [`Agent::hold`] and [`Agent::release`], because routing asks every
+    /// member's load for every offer.
+    pub loads: BTreeMap<i32, u32>,
 }
 
 /// One conversation held by an agent.
@@ -258,7 +262,31 @@ impl Queue {
 impl Agent {
     /// Conversations of `channel` held now (offers, active, wrap-ups).
     pub fn load(&self, channel: Channel) -> u32 {
-        self.holdings.values().filter(|h| h.channel == channel).count() as u32
+        self.loads.get(&(channel as i32)).copied().unwrap_or(0)
+    }
+
+    /// Takes a part in a conversation.
+    pub(crate) fn hold(&mut self, conversation_id: ConversationId, holding: Holding) {
+        *self.loads.entry(holding.channel as i32).or_default() += 1;
+        if let Some(previous) = self.holdings.insert(conversation_id, holding) {
+            self.unload(previous.channel);
+        }
+    }
+
+    /// Lets go of a conversation.
+    pub(crate) fn release(&mut self, conversation_id: &str) {
+        if let Some(holding) = self.holdings.remove(conversation_id) {
+            self.unload(holding.channel);
+        }
+    }
+
+    fn unload(&mut self, channel: Channel) {
+        if let Some(load) = self.loads.get_mut(&(channel as i32)) {
+            *load -= 1;
+            if *load == 0 {
+                self.loads.remove(&(channel as i32));
+            }
+        }
     }
 
     /// Conversations of `channel` the profile allows.
