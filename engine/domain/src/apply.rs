@@ -166,6 +166,10 @@ impl DomainState {
                         external_ids: BTreeSet::new(),
                         agent_messages: BTreeMap::new(),
                         customer_messages: 0,
+                        email: (e.channel() == Channel::Email).then(|| crate::email::EmailThread {
+                            customer_address: e.customer.as_ref().map(|c| c.email.clone()).unwrap_or_default(),
+                            ..Default::default()
+                        }),
                     },
                 );
             }
@@ -178,6 +182,9 @@ impl DomainState {
                     conversation.external_ids.insert(e.external_id.clone());
                 }
                 conversation.customer_messages += 1;
+                if let (Some(thread), Some(headers)) = (conversation.email.as_mut(), e.email.as_ref()) {
+                    thread.record(headers, true);
+                }
             }
             Event::ConversationQueued(e) => {
                 let Some(queue) = self.queues.get(&e.queue_id) else {
@@ -292,6 +299,9 @@ impl DomainState {
                 }
                 let conversation = self.conversations.get_mut(&e.conversation_id).expect("checked above");
                 conversation.agent_messages.insert(e.message_id.clone(), Receipts::default());
+                if let (Some(thread), Some(headers)) = (conversation.email.as_mut(), e.email.as_ref()) {
+                    thread.record(headers, false);
+                }
             }
             Event::MessageDelivered(e) => self.receipt(&e.conversation_id, &e.message_id, false, blame)?,
             Event::MessageRead(e) => self.receipt(&e.conversation_id, &e.message_id, true, blame)?,

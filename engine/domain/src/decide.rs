@@ -301,6 +301,11 @@ fn decide(out: &mut Emitter, command: &C) -> Result<(), Rejection> {
             if c.text.is_empty() && c.attachments.is_empty() {
                 return Err(Rejection::Invalid("a message needs text or an attachment".into()));
             }
+            // Email headers follow the reply rules; other channels have none.
+            let email = match &conversation.email {
+                Some(thread) => Some(thread.compose(c.email.as_ref(), &c.message_id)?),
+                None => None,
+            };
             out.emit(Event::AgentMessageSent(AgentMessageSent {
                 conversation_id: c.conversation_id.clone(),
                 agent_id: c.agent_id.clone(),
@@ -308,7 +313,7 @@ fn decide(out: &mut Emitter, command: &C) -> Result<(), Rejection> {
                 text: c.text.clone(),
                 attachments: c.attachments.clone(),
                 template_id: c.template_id.clone(),
-                email: c.email.clone(),
+                email,
             }))
         }
         C::RecordReceipt(c) => {

@@ -12,6 +12,7 @@
 mod apply;
 pub mod channel;
 mod decide;
+pub mod email;
 pub mod invariants;
 mod rejection;
 mod routing;

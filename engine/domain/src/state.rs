@@ -154,6 +154,8 @@ pub struct Conversation {
     pub agent_messages: BTreeMap<String, Receipts>,
     /// How many customer messages arrived.
     pub customer_messages: u32,
+    /// The mail thread, for email conversations.
+    pub email: Option<crate::email::EmailThread>,
 }
 
 /// Where a conversation is; with [`Conversation::wrapping_up`] this gives

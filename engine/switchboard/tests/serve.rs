@@ -377,6 +377,30 @@ fn a_lapsed_transfer_to_an_agent_is_dropped_or_requeued_and_email_never_goes_to_
     let (status, refusal) =
         server.call("POST", "/v1/conversations/e1/transfer", Some("t-ana"), Some(json!({ "agent_id": "bob" })));
     assert_eq!((status, refusal["error"].as_str()), (422, Some("not_allowed_on_channel")), "{refusal}");
+    // Email replies: To and Subject are fixed, reply-all keeps editable Cc, a forward needs a To.
+    let (status, refusal) = server.call(
+        "POST",
+        "/v1/conversations/e1/messages",
+        Some("t-ana"),
+        Some(json!({ "message_id": "r1", "text": "Thanks", "email": { "mode": "reply", "to": ["x@example.com"] } })),
+    );
+    assert_eq!((status, refusal["error"].as_str()), (422, Some("invalid")), "{refusal}");
+    let (status, sent) = server.call(
+        "POST",
+        "/v1/conversations/e1/messages",
+        Some("t-ana"),
+        Some(json!({ "message_id": "r1", "text": "Thanks", "email": { "mode": "reply_all", "cc": ["team@acme"] } })),
+    );
+    assert_eq!(status, 200, "{sent}");
+    let headers = &event(&sent, "AgentMessageSent")["email"];
+    assert_eq!((headers["to"].clone(), headers["cc"].clone()), (json!(["kim@example.com"]), json!(["team@acme"])));
+    let (status, _) = server.call(
+        "POST",
+        "/v1/conversations/e1/messages",
+        Some("t-ana"),
+        Some(json!({ "message_id": "f1", "text": "FYI", "email": { "mode": "forward" } })),
+    );
+    assert_eq!(status, 422, "a forward needs a To");
     server.ok("t-ana", "/v1/conversations/e1/transfer", json!({ "queue_id": "mail" }));
     let (_, offered) = server.call("GET", "/v1/agents", Some("t-sam"), None);
     let bob = offered["agents"].as_array().unwrap().iter().find(|a| a["agent_id"] == "bob").unwrap().clone();

@@ -10,6 +10,41 @@ use switchboard_proto::v1::*;
 
 use super::ApiError;
 
+/// How an agent's email is addressed. The domain fills in and checks the
+/// rest (a reply's To and Subject are fixed; reply-all pre-fills Cc).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailRequest {
+    /// `reply` (default), `reply_all` or `forward`.
+    #[serde(default)]
+    pub mode: String,
+    /// Recipients (a forward's are required; a reply's are fixed).
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Copies.
+    #[serde(default)]
+    pub cc: Vec<String>,
+    /// Subject (fixed for replies).
+    #[serde(default)]
+    pub subject: String,
+}
+
+impl EmailRequest {
+    fn headers(self) -> Result<EmailHeaders, ApiError> {
+        let mode = match self.mode.as_str() {
+            "" | "reply" => EmailMode::Reply,
+            "reply_all" => EmailMode::ReplyAll,
+            "forward" => EmailMode::Forward,
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown email mode {other:?}: use reply, reply_all or forward"
+                )))
+            }
+        };
+        Ok(EmailHeaders { to: self.to, cc: self.cc, subject: self.subject, mode: mode as i32, ..Default::default() })
+    }
+}
+
 /// One request of an agent, as the WebSocket receives it:
 /// `{"command": "accept", "offer_id": "..."}`.
 #[derive(Debug, Deserialize)]
@@ -39,6 +74,9 @@ pub enum AgentRequest {
         /// The template it came from, if any.
         #[serde(default)]
         template_id: String,
+        /// For email: reply, reply all or forward, and the editable headers.
+        #[serde(default)]
+        email: Option<EmailRequest>,
     },
     /// Transfer to a queue or an agent.
     Transfer {
@@ -109,7 +147,7 @@ impl AgentRequest {
                 C::SetAgentState(SetAgentState { agent_id, status: status as i32, idle_reason })
             }
             AgentRequest::Accept { offer_id } => C::AcceptOffer(AcceptOffer { agent_id, offer_id }),
-            AgentRequest::SendMessage { conversation_id, message_id, text, template_id } => {
+            AgentRequest::SendMessage { conversation_id, message_id, text, template_id, email } => {
                 C::SendAgentMessage(SendAgentMessage {
                     agent_id,
                     conversation_id,
@@ -117,7 +155,7 @@ impl AgentRequest {
                     text,
                     attachments: Vec::new(),
                     template_id,
-                    email: None,
+                    email: email.map(EmailRequest::headers).transpose()?,
                 })
             }
             AgentRequest::Transfer { conversation_id, queue_id, agent_id: target } => {

@@ -344,6 +344,8 @@ mod bodies {
         pub text: String,
         #[serde(default)]
         pub template_id: String,
+        #[serde(default)]
+        pub email: Option<super::agent::EmailRequest>,
     }
 
     #[derive(Deserialize)]
@@ -412,9 +414,9 @@ async fn send_message(
     conversation_id: web::Path<String>,
     body: web::Json<bodies::Message>,
 ) -> Result<HttpResponse, ApiError> {
-    let bodies::Message { message_id, text, template_id } = body.into_inner();
+    let bodies::Message { message_id, text, template_id, email } = body.into_inner();
     let conversation_id = conversation_id.into_inner();
-    let agent_request = AgentRequest::SendMessage { conversation_id, message_id, text, template_id };
+    let agent_request = AgentRequest::SendMessage { conversation_id, message_id, text, template_id, email };
     state.agent_request(&request, &caller, agent_request).await
 }
 
