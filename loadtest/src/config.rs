@@ -413,8 +413,8 @@ mod tests {
         let config = switchboard::config::Config::from_toml(&text).unwrap();
         assert_eq!(config.tenants.len(), 1);
         assert_eq!(config.tenants[0].agents.len(), 50);
-        assert!(config.authenticate(&agent_token("load", "agent-00007")).is_some());
-        assert!(config.authenticate(&supervisor_token("load")).is_some());
+        assert!(config.token_index().authenticate(&agent_token("load", "agent-00007")).is_some());
+        assert!(config.token_index().authenticate(&supervisor_token("load")).is_some());
         let roster = Roster::from_toml(&text, None).unwrap();
         for entry in &roster.entries {
             let channel = switchboard_domain::channel::from_name(&entry.channel).unwrap();

@@ -141,7 +141,7 @@ fn entry_points_resolve_to_their_queue_in_their_tenant_only() {
 
 #[test]
 fn tokens_authenticate_their_agent_or_supervisor_and_nothing_else() {
-    let demo = Config::demo();
+    let demo = Config::demo().token_index();
     let agent = |id: &str| Some(Principal::Agent { tenant: "demo".into(), agent_id: id.into() });
     assert_eq!(demo.authenticate("agent-ana-token"), agent("ana"));
     assert_eq!(demo.authenticate("agent-ben-token"), agent("ben"));
@@ -152,7 +152,7 @@ fn tokens_authenticate_their_agent_or_supervisor_and_nothing_else() {
     for wrong in ["", "agent-ana-toke", "agent-ana-tokenn", "AGENT-ANA-TOKEN", "agent-bob-token"] {
         assert_eq!(demo.authenticate(wrong), None, "{wrong:?}");
     }
-    let example = Config::from_toml(EXAMPLE).unwrap();
+    let example = Config::from_toml(EXAMPLE).unwrap().token_index();
     assert_eq!(
         example.authenticate("replace-me-globex-ana-c05e11aa"),
         Some(Principal::Agent { tenant: "globex".into(), agent_id: "ana".into() }),
@@ -302,17 +302,4 @@ fn keys_left_out_take_their_defaults() {
     assert_eq!(queue.queue_config().name, "chat", "the name defaults to the id");
     assert_eq!(tenant.agents[0].profile().name, "ana");
     assert_eq!(tenant.supervisors[0].display_name(), "sam");
-}
-
-#[test]
-fn the_token_index_finds_the_same_principals_as_authenticate() {
-    let config = Config::demo();
-    let index = config.token_index();
-    for token in ["agent-ana-token", "agent-ben-token", "agent-cleo-token", "supervisor-sam-token"] {
-        assert_eq!(index.authenticate(token), config.authenticate(token), "{token}");
-        assert!(index.authenticate(token).is_some(), "{token}");
-    }
-    for wrong in ["", "agent-ana-toke", "agent-ana-token ", "AGENT-ANA-TOKEN"] {
-        assert_eq!(index.authenticate(wrong), None, "{wrong:?}");
-    }
 }
