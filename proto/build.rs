@@ -2,7 +2,12 @@
 //! the workspace builds on machines without `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["switchboard/v1/common.proto", "switchboard/v1/events.proto", "switchboard/v1/commands.proto"];
+    let files = [
+        "switchboard/v1/common.proto",
+        "switchboard/v1/events.proto",
+        "switchboard/v1/commands.proto",
+        "switchboard/v1/kafka.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

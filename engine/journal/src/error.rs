@@ -81,6 +81,14 @@ pub enum JournalError {
         next_offset: u64,
     },
 
+    /// A journal kept on a remote log (Kafka) could not do what was asked.
+    #[error("the Kafka journal could not {action}: {reason}")]
+    Broker {
+        /// The operation that failed, as a verb phrase ("append to events/0").
+        action: String,
+        /// What the client library or the broker said.
+        reason: String,
+    },
     /// A record longer than a frame can carry.
     #[error("record of {len} bytes is larger than the journal's {max}-byte limit: split it into smaller events")]
     RecordTooLarge {

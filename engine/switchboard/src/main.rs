@@ -1,17 +1,18 @@
-//! The `switchboard` command: replay a journal for an audit, or simulate a
-//! day into one.
+//! The `switchboard` command: run the engine, replay a log for an audit,
+//! simulate a day into one, or set up the Kafka topics.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use switchboard::config::Config;
-use switchboard::replay::{self, Filter, Replay, ReplayOptions};
+use switchboard::config::{Config, KafkaSection};
+use switchboard::replay::{self, Filter, Replay, ReplayOptions, ReplayOutcome};
 use switchboard::serve;
 use switchboard::simulate::{self, Scenario};
 use switchboard::sink::JournalSink;
 use switchboard_journal::{EmbeddedJournal, Journal, JournalOptions};
+use switchboard_kafka::KafkaSettings;
 
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "Routing engine for digital contact centers")]
@@ -48,8 +49,21 @@ enum Command {
     /// figures of the whole log; with --verify, check every invariant.
     Replay {
         /// The journal's directory.
-        #[arg(long)]
-        data: PathBuf,
+        #[arg(long, required_unless_present = "kafka", conflicts_with = "kafka")]
+        data: Option<PathBuf>,
+        /// Read the events topic on these Kafka brokers instead of a directory.
+        #[arg(long, value_name = "BROKERS")]
+        kafka: Option<String>,
+        /// With --kafka: the events topic (default: [kafka.topics] events of
+        /// --config, else switchboard.events).
+        #[arg(long, requires = "kafka")]
+        topic: Option<String>,
+        /// With --kafka: only this partition (default: all).
+        #[arg(long, requires = "kafka")]
+        partition: Option<i32>,
+        /// With --kafka: the configuration whose [kafka] table names the topics.
+        #[arg(long, requires = "kafka")]
+        config: Option<PathBuf>,
         /// Show the full timeline of this conversation.
         #[arg(long, conflicts_with = "agent")]
         conversation: Option<String>,
@@ -87,6 +101,26 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Set up and inspect Switchboard's Kafka topics.
+    Kafka {
+        #[command(subcommand)]
+        command: KafkaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KafkaCommand {
+    /// Create the configured topics (commands, events, outbox, snapshots), or
+    /// check that the existing ones match the configuration.
+    Init {
+        /// Configuration whose [kafka] table gives brokers and layout
+        /// (without it: 127.0.0.1:9092 and the default layout).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Bootstrap brokers, overriding the configuration's.
+        #[arg(long, value_name = "BROKERS")]
+        brokers: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -113,13 +147,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
             actix_web::rt::System::new().block_on(serve::run(config, data, &listen, shards))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { data, conversation, agent, verify, format, service_level_ms } => {
+        Command::Replay {
+            data,
+            kafka,
+            topic,
+            partition,
+            config,
+            conversation,
+            agent,
+            verify,
+            format,
+            service_level_ms,
+        } => {
             let filter = match (conversation, agent) {
                 (Some(id), _) => Filter::Conversation(id),
                 (_, Some(id)) => Filter::Agent(id),
                 _ => Filter::Summary,
             };
-            replay_journal(&data, filter, verify, format, service_level_ms)
+            let options = ReplayOptions { filter, verify, service_level_threshold_ms: service_level_ms };
+            match (data, kafka) {
+                (_, Some(brokers)) => {
+                    let topic = match topic {
+                        Some(topic) => topic,
+                        None => kafka_settings(config.as_deref())?.topics.events,
+                    };
+                    replay_kafka(&brokers, &topic, partition, options, format)
+                }
+                (Some(data), None) => replay_journal(&data, options, format),
+                (None, None) => bail!("say where the log is: --data DIR or --kafka BROKERS"),
+            }
+        }
+        Command::Kafka { command: KafkaCommand::Init { config, brokers } } => {
+            let mut settings = kafka_settings(config.as_deref())?;
+            if let Some(brokers) = brokers {
+                settings.brokers = brokers;
+            }
+            let report = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(switchboard_kafka::admin::init(&settings.brokers, &settings.topics))?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Simulate { print_default_scenario: true, .. } => {
             print!("{}", Scenario::default_toml());
@@ -131,34 +199,76 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn replay_journal(
-    data: &Path,
-    filter: Filter,
-    verify: bool,
-    format: Format,
-    service_level_ms: i64,
-) -> Result<ExitCode> {
+/// The `[kafka]` table of `config`, or the defaults without a file.
+fn kafka_settings(config: Option<&Path>) -> Result<KafkaSettings> {
+    match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read configuration {}", path.display()))?;
+            KafkaSection::from_toml(&text).with_context(|| format!("invalid configuration {}", path.display()))
+        }
+        None => Ok(KafkaSettings::default()),
+    }
+}
+
+fn replay_journal(data: &Path, options: ReplayOptions, format: Format) -> Result<ExitCode> {
     let (journal, recovery) = EmbeddedJournal::open_read_only(data)
         .with_context(|| format!("cannot open the journal in {}", data.display()))?;
-    let mut replay =
-        Replay::new(ReplayOptions { filter: filter.clone(), verify, service_level_threshold_ms: service_level_ms });
+    let filter = options.filter.clone();
+    let mut replay = Replay::new(options);
     for record in journal.read_from(0)? {
         let (offset, bytes) = record.with_context(|| format!("reading the journal in {}", data.display()))?;
         if !replay.feed(offset, &bytes) {
             break;
         }
     }
-    let outcome = replay.finish();
-    let damaged = recovery.damage.is_some();
+    let note = recovery.damage.is_some().then(|| recovery.to_string());
+    report_replay(replay.finish(), &filter, note, format)
+}
+
+/// Replays the events topic partition by partition: each routing domain
+/// lives in one partition, so the partitions' histories are independent and
+/// their order between each other does not matter.
+fn replay_kafka(
+    brokers: &str,
+    topic: &str,
+    partition: Option<i32>,
+    options: ReplayOptions,
+    format: Format,
+) -> Result<ExitCode> {
+    let partitions = match partition {
+        Some(partition) => vec![partition],
+        None => (0..switchboard_kafka::partition_count(brokers, topic)?).collect(),
+    };
+    let filter = options.filter.clone();
+    let mut replay = Replay::new(options);
+    'partitions: for partition in partitions {
+        for batch in switchboard_kafka::read_batches(brokers, topic, partition, 0)? {
+            let batch = batch?;
+            for (offset, bytes) in (batch.first_offset..).zip(&batch.records) {
+                if !replay.feed(offset, bytes) {
+                    break 'partitions;
+                }
+            }
+        }
+    }
+    report_replay(replay.finish(), &filter, None, format)
+}
+
+fn report_replay(
+    outcome: ReplayOutcome,
+    filter: &Filter,
+    journal_note: Option<String>,
+    format: Format,
+) -> Result<ExitCode> {
     match format {
         Format::Text => {
-            if damaged {
-                println!("journal: {recovery}");
+            if let Some(note) = &journal_note {
+                println!("journal: {note}");
             }
-            print!("{}", replay::render_text(&outcome, &filter));
+            print!("{}", replay::render_text(&outcome, filter));
         }
         Format::Json => {
-            let journal_note = damaged.then(|| recovery.to_string());
             let document = serde_json::json!({ "journal": journal_note, "replay": outcome });
             println!("{}", serde_json::to_string_pretty(&document)?);
         }

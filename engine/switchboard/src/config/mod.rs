@@ -18,6 +18,7 @@ use std::fmt;
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
+use switchboard_kafka::KafkaSettings;
 use switchboard_proto::v1::command::Command as C;
 use switchboard_proto::v1::{
     AgentProfile, Channel, ChannelCapacity, Command, ConfigureAgent, ConfigureIdleReasons, ConfigureQueue,
@@ -57,6 +58,27 @@ fn invalid<T>(at: impl Into<String>, problem: impl Into<String>) -> Result<T, Co
 pub struct Config {
     /// The tenants, each one routing domain.
     pub tenants: Vec<Tenant>,
+    /// Where the Kafka brokers are and how the topics are laid out, for
+    /// `serve --kafka`, `kafka init` and `replay --kafka`.
+    pub kafka: Option<KafkaSettings>,
+}
+
+/// Only the `[kafka]` table of a configuration file, for the commands that
+/// need nothing else (`kafka init`, `replay --kafka`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct KafkaSection {
+    /// The table, if the file has one.
+    pub kafka: Option<KafkaSettings>,
+}
+
+impl KafkaSection {
+    /// Reads the `[kafka]` table of a configuration file, ignoring the rest.
+    pub fn from_toml(text: &str) -> Result<KafkaSettings, ConfigError> {
+        let section: Self = toml::from_str(text)?;
+        let settings = section.kafka.unwrap_or_default();
+        settings.topics.validate().or_else(|problem| invalid("kafka.topics", problem))?;
+        Ok(settings)
+    }
 }
 
 /// One tenant: one routing domain and everything configured in it.
@@ -247,6 +269,9 @@ impl Config {
         if self.tenants.is_empty() {
             return invalid("tenants", "no tenant is configured");
         }
+        if let Some(kafka) = &self.kafka {
+            kafka.topics.validate().or_else(|problem| invalid("kafka.topics", problem))?;
+        }
         let mut tenant_ids = BTreeSet::new();
         for (i, tenant) in self.tenants.iter().enumerate() {
             if tenant.id.is_empty() {
@@ -398,7 +423,7 @@ impl Config {
                 entry(Whatsapp, "+15550100", "whatsapp"),
             ],
         };
-        Self { tenants: vec![tenant] }
+        Self { tenants: vec![tenant], kafka: None }
     }
 }
 

@@ -1,0 +1,430 @@
+//! The journal on one partition of a Kafka topic.
+//!
+//! A batch (the events of one decision) is one Kafka record, a
+//! `switchboard.v1.JournalBatch`: a Kafka record is written and read whole,
+//! which is the journal's atomicity promise for free. Journal offsets count
+//! records (events) from 0 per partition and are carried in each batch
+//! (`first_offset`), because Kafka's own offsets count batches and also
+//! transaction markers, so they are neither dense nor the journal's numbering.
+//!
+//! The writer is a transactional producer (which is idempotent and
+//! `acks=all`): a batch is acknowledged once every in-sync replica has it,
+//! and opening a journal fences any older writer of the same partition, the
+//! Kafka counterpart of the embedded journal's `LOCK` file. Readers read
+//! committed records only, so a batch whose writer died mid-way is never seen.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use switchboard_journal::{Journal, JournalError, RecordIter};
+use switchboard_proto::v1::{CommandRefused, JournalBatch};
+
+use crate::layout::MAX_RECORD_BYTES;
+use crate::Error;
+
+/// How long a read waits for the broker before giving up.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an append or open waits for the broker before giving up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one fetch may carry: the largest record plus room for its framing.
+const FETCH_BYTES: usize = MAX_RECORD_BYTES + 64 * 1024;
+
+/// One record of an events partition, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Kafka's offset of the record.
+    pub kafka_offset: i64,
+    /// Journal offset of the first record of the batch.
+    pub first_offset: u64,
+    /// The journal records (encoded envelopes).
+    pub records: Vec<Vec<u8>>,
+    /// The command the batch answers (engine-written batches only).
+    pub command_id: String,
+    /// Why the command was refused, if it was (then `records` is empty).
+    pub refused: Option<CommandRefused>,
+}
+
+impl Batch {
+    /// The journal offset after this batch.
+    pub fn end_offset(&self) -> u64 {
+        self.first_offset + self.records.len() as u64
+    }
+}
+
+/// A consumer of one partition that reads committed batches in order.
+struct PartitionReader {
+    consumer: BaseConsumer,
+    brokers: String,
+    topic: String,
+    partition: i32,
+}
+
+impl PartitionReader {
+    fn new(brokers: &str, topic: &str, partition: i32) -> Result<Self, Error> {
+        Ok(Self { consumer: Self::consumer(brokers)?, brokers: brokers.to_owned(), topic: topic.to_owned(), partition })
+    }
+
+    fn consumer(brokers: &str) -> Result<BaseConsumer, Error> {
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("broker.address.family", "v4")
+            // Never used to commit: positions are the journal's, not a group's.
+            .set("group.id", "switchboard-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "error")
+            // A batch larger than the fetch size would read as the end of the
+            // partition, so every fetch must be able to carry the largest one.
+            .set("fetch.message.max.bytes", FETCH_BYTES.to_string())
+            .set("fetch.max.bytes", FETCH_BYTES.to_string())
+            .set("receive.message.max.bytes", (FETCH_BYTES + 1024 * 1024).to_string())
+            .create()
+            .map_err(|e| Error::client("create a consumer", e))
+    }
+
+    /// (low, high) watermarks: the first Kafka offset kept, and the next one to be written.
+    fn watermarks(&self) -> Result<(i64, i64), Error> {
+        self.consumer
+            .fetch_watermarks(&self.topic, self.partition, READ_TIMEOUT)
+            .map_err(|e| Error::client(format!("read the offsets of {}/{}", self.topic, self.partition), e))
+    }
+
+    /// Positions the reader at `kafka_offset`. A fresh consumer each time:
+    /// re-assigning a partition that is being fetched can lose the
+    /// end-of-partition event, and a reader would then wait for nothing.
+    fn seek(&mut self, kafka_offset: i64) -> Result<(), Error> {
+        self.consumer = Self::consumer(&self.brokers)?;
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.topic, self.partition, Offset::Offset(kafka_offset))
+            .map_err(|e| Error::client("build a partition list", e))?;
+        self.consumer.assign(&list).map_err(|e| Error::client(format!("read {}/{}", self.topic, self.partition), e))
+    }
+
+    /// The next committed batch before Kafka offset `end`, or `None` at the end.
+    fn next_batch(&mut self, end: i64) -> Result<Option<Batch>, Error> {
+        let deadline = Instant::now() + READ_TIMEOUT;
+        loop {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                None if Instant::now() > deadline => {
+                    return Err(Error::Broker {
+                        action: format!("read {}/{}", self.topic, self.partition),
+                        reason: format!("no answer within {} s", READ_TIMEOUT.as_secs()),
+                    })
+                }
+                None => continue,
+                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(None),
+                Some(Err(e)) => return Err(Error::client(format!("read {}/{}", self.topic, self.partition), e)),
+                Some(Ok(message)) if message.offset() >= end => return Ok(None),
+                Some(Ok(message)) => {
+                    let payload = message.payload().unwrap_or_default();
+                    return decode(payload, &self.topic, self.partition, message.offset()).map(Some);
+                }
+            }
+        }
+    }
+}
+
+fn decode(payload: &[u8], topic: &str, partition: i32, kafka_offset: i64) -> Result<Batch, Error> {
+    let batch = JournalBatch::decode(payload).map_err(|e| Error::Undecodable {
+        topic: topic.to_owned(),
+        partition,
+        offset: kafka_offset,
+        reason: e.to_string(),
+    })?;
+    Ok(Batch {
+        kafka_offset,
+        first_offset: batch.first_offset,
+        records: batch.records,
+        command_id: batch.command_id,
+        refused: batch.refused,
+    })
+}
+
+/// Every committed batch of `topic`/`partition` from Kafka offset `from` to
+/// the end as it is now, in order. For replay and for rebuilding a shard.
+pub fn read_batches(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    from: i64,
+) -> Result<impl Iterator<Item = Result<Batch, Error>> + Send, Error> {
+    let mut reader = PartitionReader::new(brokers, topic, partition)?;
+    let (low, end) = reader.watermarks()?;
+    let start = from.max(low);
+    let mut done = start >= end;
+    if !done {
+        reader.seek(start)?;
+    }
+    Ok(std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        match reader.next_batch(end) {
+            Ok(Some(batch)) => Some(Ok(batch)),
+            Ok(None) => {
+                done = true;
+                None
+            }
+            Err(e) => {
+                done = true;
+                Some(Err(e))
+            }
+        }
+    }))
+}
+
+/// The number of partitions of `topic`, or [`Error::MissingTopic`].
+pub fn partition_count(brokers: &str, topic: &str) -> Result<i32, Error> {
+    let reader = PartitionReader::new(brokers, topic, 0)?;
+    let metadata = reader
+        .consumer
+        .fetch_metadata(Some(topic), READ_TIMEOUT)
+        .map_err(|e| Error::client(format!("read the metadata of {topic}"), e))?;
+    match metadata.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
+        _ => Err(Error::MissingTopic(topic.to_owned())),
+    }
+}
+
+/// The last committed batch of a partition, if any: where the journal ends.
+fn last_batch(reader: &mut PartitionReader) -> Result<Option<Batch>, Error> {
+    let (low, high) = reader.watermarks()?;
+    // Transaction markers take Kafka offsets too, so the last record may not
+    // be a batch: look back a little, then further, until one is found.
+    let mut back = 8;
+    loop {
+        let start = (high - back).max(low);
+        if start >= high {
+            return Ok(None);
+        }
+        reader.seek(start)?;
+        let mut last = None;
+        while let Some(batch) = reader.next_batch(high)? {
+            last = Some(batch);
+        }
+        if last.is_some() || start == low {
+            return Ok(last);
+        }
+        back *= 8;
+    }
+}
+
+fn broker_error(action: impl Into<String>, reason: impl ToString) -> JournalError {
+    JournalError::Broker { action: action.into(), reason: reason.to_string() }
+}
+
+/// The [`Journal`] on one partition of a Kafka topic (see the module docs).
+pub struct KafkaJournal {
+    brokers: String,
+    topic: String,
+    partition: i32,
+    producer: FutureProducer,
+    /// Waits for delivery reports; the journal trait is synchronous.
+    runtime: tokio::runtime::Runtime,
+    next_offset: u64,
+    /// Journal offset of each batch this handle wrote → (Kafka offset, length),
+    /// so reads of recent records start without a search.
+    written: BTreeMap<u64, (i64, u64)>,
+    poisoned: bool,
+}
+
+impl KafkaJournal {
+    /// Opens the journal on `topic`/`partition` (the topic must exist),
+    /// fencing any other writer of it, and finds where it ends.
+    pub fn open(brokers: &str, topic: &str, partition: i32) -> Result<Self, JournalError> {
+        let action = format!("open {topic}/{partition}");
+        let partitions = partition_count(brokers, topic).map_err(|e| broker_error(&action, e))?;
+        if partition < 0 || partition >= partitions {
+            return Err(broker_error(&action, format!("the topic has partitions 0 to {}", partitions - 1)));
+        }
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("broker.address.family", "v4")
+            .set("transactional.id", format!("switchboard-journal.{topic}.{partition}"))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .set("message.max.bytes", (MAX_RECORD_BYTES + 64 * 1024).to_string())
+            .set("message.timeout.ms", WRITE_TIMEOUT.as_millis().to_string())
+            .create()
+            .map_err(|e| broker_error(&action, e))?;
+        // Fences an older writer and settles its unfinished transaction, so
+        // the tail read below is final.
+        producer.init_transactions(WRITE_TIMEOUT).map_err(|e| broker_error(&action, e))?;
+        let mut reader = PartitionReader::new(brokers, topic, partition).map_err(|e| broker_error(&action, e))?;
+        let next_offset = last_batch(&mut reader).map_err(|e| broker_error(&action, e))?.map_or(0, |b| b.end_offset());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| broker_error(&action, format!("cannot start a runtime: {e}")))?;
+        Ok(Self {
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+            producer,
+            runtime,
+            next_offset,
+            written: BTreeMap::new(),
+            poisoned: false,
+        })
+    }
+
+    /// The topic this journal is on.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition this journal is on.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The Kafka offset of the batch holding journal offset `offset`
+    /// (`offset < next_offset`): from this handle's own appends, or by a
+    /// binary search over Kafka offsets, since `first_offset` grows with them.
+    fn locate(&self, reader: &mut PartitionReader, offset: u64) -> Result<i64, Error> {
+        if let Some((first, &(kafka_offset, len))) = self.written.range(..=offset).next_back() {
+            if offset < first + len {
+                return Ok(kafka_offset);
+            }
+        }
+        let (mut low, mut high) = reader.watermarks()?;
+        let end = high;
+        while low < high {
+            let middle = low + (high - low) / 2;
+            reader.seek(middle)?;
+            match reader.next_batch(end)? {
+                Some(batch) if batch.first_offset <= offset => {
+                    if offset < batch.end_offset() {
+                        return Ok(batch.kafka_offset);
+                    }
+                    low = batch.kafka_offset + 1;
+                }
+                _ => high = middle,
+            }
+        }
+        Err(Error::Broker {
+            action: format!("find journal offset {offset} in {}/{}", self.topic, self.partition),
+            reason: "no batch holds it: the topic was truncated or written by something else".into(),
+        })
+    }
+
+    fn send(&mut self, payload: &[u8]) -> Result<i64, String> {
+        self.producer.begin_transaction().map_err(|e| e.to_string())?;
+        let record = FutureRecord::<(), [u8]>::to(&self.topic).partition(self.partition).payload(payload);
+        let delivery = match self.producer.send_result(record) {
+            Ok(delivery) => delivery,
+            Err((e, _)) => return Err(e.to_string()),
+        };
+        let kafka_offset = match self.runtime.block_on(delivery) {
+            Ok(Ok(delivered)) => delivered.offset,
+            Ok(Err((e, _))) => return Err(e.to_string()),
+            Err(_) => return Err("the producer shut down before the delivery report".into()),
+        };
+        self.producer.commit_transaction(WRITE_TIMEOUT).map_err(|e| e.to_string())?;
+        Ok(kafka_offset)
+    }
+}
+
+impl Journal for KafkaJournal {
+    fn append(&mut self, records: &[&[u8]]) -> Result<u64, JournalError> {
+        let action = format!("append to {}/{}", self.topic, self.partition);
+        if self.poisoned {
+            return Err(broker_error(
+                action,
+                "an earlier append failed and may or may not be in the log: reopen the journal to learn where it ends",
+            ));
+        }
+        if records.is_empty() {
+            return Ok(self.next_offset);
+        }
+        let first = self.next_offset;
+        let batch = JournalBatch {
+            first_offset: first,
+            records: records.iter().map(|r| r.to_vec()).collect(),
+            ..JournalBatch::default()
+        };
+        let payload = batch.encode_to_vec();
+        if payload.len() > MAX_RECORD_BYTES {
+            return Err(JournalError::RecordTooLarge { len: payload.len(), max: MAX_RECORD_BYTES });
+        }
+        match self.send(&payload) {
+            Ok(kafka_offset) => {
+                let len = records.len() as u64;
+                self.written.insert(first, (kafka_offset, len));
+                self.next_offset += len;
+                Ok(first)
+            }
+            Err(reason) => {
+                self.poisoned = true;
+                // Best effort: the transaction is lost either way, and a
+                // reopen fences this producer anyway.
+                let _ = self.producer.abort_transaction(WRITE_TIMEOUT);
+                Err(broker_error(action, reason))
+            }
+        }
+    }
+
+    fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    fn read_from(&self, offset: u64) -> Result<RecordIter, JournalError> {
+        let end = self.next_offset;
+        if offset > end {
+            return Err(JournalError::OffsetOutOfRange { offset, next_offset: end });
+        }
+        if offset == end {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        let action = format!("read {}/{}", self.topic, self.partition);
+        let mut reader =
+            PartitionReader::new(&self.brokers, &self.topic, self.partition).map_err(|e| broker_error(&action, e))?;
+        let start = self.locate(&mut reader, offset).map_err(|e| broker_error(&action, e))?;
+        let (_, high) = reader.watermarks().map_err(|e| broker_error(&action, e))?;
+        reader.seek(start).map_err(|e| broker_error(&action, e))?;
+        let mut pending = std::collections::VecDeque::new();
+        let mut reached = offset;
+        let mut failed = false;
+        let deadline = Instant::now() + READ_TIMEOUT;
+        Ok(Box::new(std::iter::from_fn(move || loop {
+            if let Some(record) = pending.pop_front() {
+                return Some(Ok(record));
+            }
+            if failed || reached >= end {
+                return None;
+            }
+            match reader.next_batch(high) {
+                Ok(Some(batch)) => {
+                    reached = reached.max(batch.end_offset());
+                    pending
+                        .extend((batch.first_offset..).zip(batch.records).filter(|(at, _)| *at >= offset && *at < end));
+                }
+                // The broker acknowledges a commit before its markers are
+                // written, so a read right after an append can briefly end
+                // short of it: wait for what this journal acknowledged.
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Ok(None) => {
+                    failed = true;
+                    return Some(Err(broker_error(
+                        &action,
+                        format!(
+                            "the partition ends at journal offset {reached} but offsets up to {end} were acknowledged"
+                        ),
+                    )));
+                }
+                Err(e) => {
+                    failed = true;
+                    return Some(Err(broker_error(&action, e)));
+                }
+            }
+        })))
+    }
+}
