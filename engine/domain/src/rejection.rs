@@ -160,3 +160,31 @@ pub enum Rejection {
     #[error("internal error, state must be rebuilt from the log: {0}")]
     Internal(Box<Violation>),
 }
+
+impl Rejection {
+    /// A stable, machine-readable name for the kind of refusal: the API's
+    /// `error` field, and what an engine on Kafka writes to the log so that
+    /// the edge that sent the command can answer with it.
+    pub fn code(&self) -> &'static str {
+        use Rejection as R;
+        match self {
+            R::UnknownQueue(_) | R::UnknownAgent(_) | R::UnknownConversation(_) | R::UnknownMessage { .. } => {
+                "not_found"
+            }
+            R::OfferNotOpen(_) => "offer_not_open",
+            R::NotYourOffer { .. } | R::NotOwner { .. } | R::NotParticipant { .. } => "not_yours",
+            R::ConversationEnded(_) | R::ConversationNotActive(_) => "conversation_state",
+            R::TargetUnavailable { .. } => "target_unavailable",
+            R::ConferenceInProgress(_) | R::NoConference(_) => "conference_state",
+            R::StateChangeRefused { .. } => "state_change_refused",
+            R::NoWrapUpPending { .. } => "no_wrap_up_pending",
+            R::OfferNotDue { .. } | R::TimeWentBack { .. } => "too_early",
+            R::MessageTooLong { .. } => "message_too_long",
+            R::NotAllowedOnChannel { .. } | R::ChannelMismatch { .. } => "not_allowed_on_channel",
+            R::UnknownIdleReason(_) | R::UnknownWrapUpReason(_) => "unknown_reason",
+            R::Invalid(_) | R::WrongDomain { .. } => "invalid",
+            R::Configuration(_) => "configuration",
+            R::Internal(_) => "internal",
+        }
+    }
+}

@@ -9,9 +9,11 @@
 //! - [`testing`]: how tests find the broker they must run against.
 
 pub mod admin;
+pub mod edge;
 mod journal;
 pub mod layout;
 pub mod testing;
+pub mod worker;
 
 pub use journal::{partition_count, read_batches, Batch, KafkaJournal};
 pub use layout::{KafkaSettings, TopicLayout};

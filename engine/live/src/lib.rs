@@ -22,7 +22,9 @@ mod writer;
 pub use engine::{Engine, EngineOptions};
 pub use error::{EngineError, Outage, SnapshotError, SubmitError};
 pub use recovery::RecoveryReport;
+pub use shard::{changes_nothing, is_configuration};
 pub use switchboard_domain::{Command, DomainState, Envelope, Rejection};
+pub use timer::{timers_for, timers_from_state, Due, Timer};
 
 /// The wall clock in milliseconds since the Unix epoch: the time commands
 /// are stamped with and timers are measured against.

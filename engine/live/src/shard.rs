@@ -333,7 +333,7 @@ impl Decision {
 
 /// Whether a configuration command would leave the state as it is, so that
 /// a restart given the same configuration appends nothing.
-fn changes_nothing(state: &DomainState, command: &Command) -> bool {
+pub fn changes_nothing(state: &DomainState, command: &Command) -> bool {
     match &command.command {
         Some(C::ConfigureQueue(c)) => {
             c.queue.as_ref().is_some_and(|q| state.queues.get(&q.queue_id).is_some_and(|queue| queue.config == *q))
@@ -352,7 +352,7 @@ fn changes_nothing(state: &DomainState, command: &Command) -> bool {
 }
 
 /// Whether a command is configuration (may be given at every start).
-pub(crate) fn is_configuration(command: &Command) -> bool {
+pub fn is_configuration(command: &Command) -> bool {
     matches!(
         command.command,
         Some(C::ConfigureQueue(_) | C::ConfigureAgent(_) | C::ConfigureWrapUpReasons(_) | C::ConfigureIdleReasons(_))

@@ -23,23 +23,39 @@ use crate::shard::{Mode, ShardActor, Submit};
 /// Something due at a time. Ordered by time first, so a set of them is the
 /// timer queue, and arming the same thing twice keeps one.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Due {
-    pub(crate) deadline_ms: i64,
-    pub(crate) domain: String,
-    pub(crate) what: Timer,
+pub struct Due {
+    /// When it is due, in milliseconds since the Unix epoch.
+    pub deadline_ms: i64,
+    /// The routing domain it belongs to.
+    pub domain: String,
+    /// What is due.
+    pub what: Timer,
 }
 
+/// What a timer does when it fires.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Timer {
-    ExpireOffer { offer_id: String },
-    AutoWrapUp { agent_id: String, conversation_id: String, since_ms: i64 },
+pub enum Timer {
+    /// The offer times out (RONA) unless it was answered.
+    ExpireOffer {
+        /// The offer.
+        offer_id: String,
+    },
+    /// The agent's wrap-up of the conversation is submitted automatically.
+    AutoWrapUp {
+        /// The agent.
+        agent_id: String,
+        /// The conversation being wrapped up.
+        conversation_id: String,
+        /// When the wrap-up began (a later wrap-up is another timer).
+        since_ms: i64,
+    },
 }
 
 impl Due {
     /// The command that carries the timer out. Its id is derived from what
     /// is due, so a timer armed twice (e.g. again after a restart) is
     /// recognised as the same command.
-    pub(crate) fn command(&self, now_ms: i64) -> Command {
+    pub fn command(&self, now_ms: i64) -> Command {
         let (command_id, command) = match &self.what {
             Timer::ExpireOffer { offer_id } => {
                 (format!("timer/expire/{offer_id}"), C::ExpireOffer(ExpireOffer { offer_id: offer_id.clone() }))
@@ -55,7 +71,7 @@ impl Due {
 }
 
 /// The timers a command's events call for, read against the state after them.
-pub(crate) fn timers_for(events: &[Arc<Envelope>], state: &DomainState) -> Vec<Due> {
+pub fn timers_for(events: &[Arc<Envelope>], state: &DomainState) -> Vec<Due> {
     let mut due = Vec::new();
     for envelope in events {
         match &envelope.event {
@@ -78,7 +94,7 @@ pub(crate) fn timers_for(events: &[Arc<Envelope>], state: &DomainState) -> Vec<D
 
 /// Every timer the state calls for: each open offer's deadline and each
 /// pending automatic wrap-up. Used at start-up, when nothing is armed.
-pub(crate) fn timers_from_state(state: &DomainState) -> Vec<Due> {
+pub fn timers_from_state(state: &DomainState) -> Vec<Due> {
     let offers = state.offers.iter().map(|(offer_id, offer)| Due {
         deadline_ms: offer.deadline_ms,
         domain: state.domain.clone(),

@@ -3,6 +3,7 @@
 //! drive them over a journal.
 
 pub mod api;
+pub mod backend;
 pub mod config;
 pub mod describe;
 pub mod figures;

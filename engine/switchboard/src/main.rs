@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use switchboard::config::{Config, KafkaSection};
 use switchboard::replay::{self, Filter, Replay, ReplayOptions, ReplayOutcome};
-use switchboard::serve;
+use switchboard::serve::{self, LogChoice};
 use switchboard::simulate::{self, Scenario};
 use switchboard::sink::JournalSink;
 use switchboard_journal::{EmbeddedJournal, Journal, JournalOptions};
@@ -44,6 +44,12 @@ enum Command {
         /// Shards (threads) routing domains are spread over.
         #[arg(long, default_value_t = 2)]
         shards: usize,
+        /// Run on Kafka instead of --data: these brokers (or, with an empty
+        /// value, the --config file's [kafka] brokers). The topics must exist
+        /// (`switchboard kafka init`); every process started on the same
+        /// topics shares the work.
+        #[arg(long, value_name = "BROKERS", num_args = 0..=1, default_missing_value = "")]
+        kafka: Option<String>,
     },
     /// Read a journal: the timeline of a conversation or an agent, or the
     /// figures of the whole log; with --verify, check every invariant.
@@ -135,7 +141,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, data, listen, shards } => {
+        Command::Serve { config, data, listen, shards, kafka } => {
             let config = match config {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
@@ -144,7 +150,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 None => Config::demo(),
             };
-            actix_web::rt::System::new().block_on(serve::run(config, data, &listen, shards))?;
+            let log = match kafka {
+                Some(brokers) => {
+                    let mut settings = config.kafka.clone().unwrap_or_default();
+                    if !brokers.is_empty() {
+                        settings.brokers = brokers;
+                    }
+                    LogChoice::Kafka(settings)
+                }
+                None => LogChoice::Embedded { data, shards },
+            };
+            actix_web::rt::System::new().block_on(serve::run(config, log, &listen))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {

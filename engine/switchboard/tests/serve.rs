@@ -1,7 +1,9 @@
 //! End-to-end: the real `switchboard serve` process on 127.0.0.1, driven
 //! through its API along every path of SPEC.md's life of a conversation.
-//! After each test, `switchboard replay --verify` on the journal passes and
-//! its digest equals the live engine's.
+//! After each test, `switchboard replay --verify` on the log passes and its
+//! digest equals the live engine's. Every test runs twice: on the embedded
+//! journal, and on Kafka (`serve --kafka`, a real broker named by
+//! `SWITCHBOARD_TEST_KAFKA`; see `switchboard_kafka::testing`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -114,26 +116,59 @@ address = "chat.globex"
 queue = "chat"
 "#;
 
+/// Where a test's engine keeps its log.
+#[derive(Clone)]
+enum Log {
+    Embedded,
+    /// Topics named `<prefix>.events` etc. on `brokers`, fresh for the test.
+    Kafka {
+        brokers: String,
+        prefix: String,
+    },
+}
+
+impl Log {
+    /// Fresh topics on the test broker, or `None` (skipped) outside CI without one.
+    fn kafka() -> Option<Log> {
+        let brokers = switchboard_kafka::testing::broker()?;
+        Some(Log::Kafka { brokers, prefix: switchboard_kafka::testing::unique_topic("sb-test-e2e") })
+    }
+}
+
 /// A running `switchboard serve` on an ephemeral port, killed on drop.
 struct Server {
     child: Child,
     base: String,
     data: PathBuf,
+    log: Log,
 }
 
 impl Server {
-    fn start(dir: &Path) -> Server {
+    fn start(dir: &Path, log: &Log) -> Server {
         let config = dir.join("switchboard.toml");
-        std::fs::write(&config, CONFIG).unwrap();
         let data = dir.join("data");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .arg("--data")
-            .arg(&data)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start switchboard serve");
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        serve.args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&config);
+        match log {
+            Log::Embedded => {
+                std::fs::write(&config, CONFIG).unwrap();
+                serve.arg("--data").arg(&data);
+            }
+            Log::Kafka { brokers, prefix } => {
+                let kafka = format!(
+                    "[kafka]\nbrokers = \"{brokers}\"\n[kafka.topics]\ncommands = \"{prefix}.commands\"\nevents = \"{prefix}.events\"\noutbox = \"{prefix}.outbox\"\nsnapshots = \"{prefix}.snapshots\"\npartitions = 2\n"
+                );
+                std::fs::write(&config, format!("{CONFIG}\n{kafka}")).unwrap();
+                let init = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+                    .args(["kafka", "init", "--config"])
+                    .arg(&config)
+                    .output()
+                    .unwrap();
+                assert!(init.status.success(), "kafka init: {}", String::from_utf8_lossy(&init.stderr));
+                serve.arg(format!("--kafka={brokers}"));
+            }
+        }
+        let mut child = serve.stdout(Stdio::piped()).spawn().expect("start switchboard serve");
         let mut first = String::new();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         stdout.read_line(&mut first).unwrap();
@@ -141,7 +176,7 @@ impl Server {
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let base =
             first.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {first:?}")).to_owned();
-        let server = Server { child, base, data };
+        let server = Server { child, base, data, log: log.clone() };
         let deadline = Instant::now() + Duration::from_secs(20);
         while server.call("GET", "/readyz", None, None).0 != 200 {
             assert!(Instant::now() < deadline, "engine not ready in time");
@@ -210,13 +245,23 @@ impl Server {
     fn verify_replay(&self) {
         let live = self.digest();
         let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["replay", "--verify", "--data"])
-            .arg(&self.data)
+            .args(["replay", "--verify"])
+            .args(self.replay_args())
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "replay --verify failed:\n{text}");
         assert!(text.lines().any(|l| l == format!("digest: {live}")), "live digest {live} not in:\n{text}");
+    }
+
+    /// Where `switchboard replay` finds this server's log.
+    fn replay_args(&self) -> Vec<String> {
+        match &self.log {
+            Log::Embedded => vec!["--data".into(), self.data.display().to_string()],
+            Log::Kafka { brokers, prefix } => {
+                vec!["--kafka".into(), brokers.clone(), "--topic".into(), format!("{prefix}.events")]
+            }
+        }
     }
 
     fn kill(mut self) -> PathBuf {
@@ -254,8 +299,18 @@ fn offer_id(reply: &Value) -> String {
 
 #[test]
 fn a_conversation_lives_through_accept_transfer_conference_end_and_wrap_up() {
+    a_conversation_lives_through_accept_transfer_conference_end_and_wrap_up_on(Log::Embedded);
+}
+
+#[test]
+fn a_conversation_lives_through_accept_transfer_conference_end_and_wrap_up_on_kafka() {
+    let Some(log) = Log::kafka() else { return };
+    a_conversation_lives_through_accept_transfer_conference_end_and_wrap_up_on(log);
+}
+
+fn a_conversation_lives_through_accept_transfer_conference_end_and_wrap_up_on(log: Log) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), &log);
     server.available("t-ana");
     let arrived = server.customer_writes("chat.acme", "c1", "m1");
     let offered = event(&arrived, "ConversationOffered");
@@ -342,8 +397,18 @@ fn a_conversation_lives_through_accept_transfer_conference_end_and_wrap_up() {
 
 #[test]
 fn an_unanswered_offer_sends_the_agent_to_rona_until_they_return_by_hand() {
+    an_unanswered_offer_sends_the_agent_to_rona_until_they_return_by_hand_on(Log::Embedded);
+}
+
+#[test]
+fn an_unanswered_offer_sends_the_agent_to_rona_until_they_return_by_hand_on_kafka() {
+    let Some(log) = Log::kafka() else { return };
+    an_unanswered_offer_sends_the_agent_to_rona_until_they_return_by_hand_on(log);
+}
+
+fn an_unanswered_offer_sends_the_agent_to_rona_until_they_return_by_hand_on(log: Log) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), &log);
     server.available("t-ana");
     let arrived = server.customer_writes("+1555", "s1", "m1");
     let offer = offer_id(&arrived);
@@ -368,8 +433,18 @@ fn an_unanswered_offer_sends_the_agent_to_rona_until_they_return_by_hand() {
 
 #[test]
 fn a_lapsed_transfer_to_an_agent_is_dropped_or_requeued_and_email_never_goes_to_an_agent() {
+    a_lapsed_transfer_to_an_agent_is_dropped_or_requeued_and_email_never_goes_to_an_agent_on(Log::Embedded);
+}
+
+#[test]
+fn a_lapsed_transfer_to_an_agent_is_dropped_or_requeued_and_email_never_goes_to_an_agent_on_kafka() {
+    let Some(log) = Log::kafka() else { return };
+    a_lapsed_transfer_to_an_agent_is_dropped_or_requeued_and_email_never_goes_to_an_agent_on(log);
+}
+
+fn a_lapsed_transfer_to_an_agent_is_dropped_or_requeued_and_email_never_goes_to_an_agent_on(log: Log) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), &log);
     server.available("t-ana");
     let arrived = server.customer_writes("help@acme", "e1", "m1");
     server.ok("t-ana", &format!("/v1/offers/{}/accept", offer_id(&arrived)), json!({}));
@@ -427,8 +502,8 @@ fn a_lapsed_transfer_to_an_agent_is_dropped_or_requeued_and_email_never_goes_to_
     }
     for (conversation, outcome, last) in [("dropped", 1, "ConversationEnded"), ("requeued", 2, "ConversationQueued")] {
         let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["replay", "--format", "json", "--conversation", conversation, "--data"])
-            .arg(&server.data)
+            .args(["replay", "--format", "json", "--conversation", conversation])
+            .args(server.replay_args())
             .output()
             .unwrap();
         let replay: Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -442,8 +517,18 @@ fn a_lapsed_transfer_to_an_agent_is_dropped_or_requeued_and_email_never_goes_to_
 
 #[test]
 fn bad_requests_get_a_clear_status_and_json_and_tenants_never_see_each_other() {
+    bad_requests_get_a_clear_status_and_json_and_tenants_never_see_each_other_on(Log::Embedded);
+}
+
+#[test]
+fn bad_requests_get_a_clear_status_and_json_and_tenants_never_see_each_other_on_kafka() {
+    let Some(log) = Log::kafka() else { return };
+    bad_requests_get_a_clear_status_and_json_and_tenants_never_see_each_other_on(log);
+}
+
+fn bad_requests_get_a_clear_status_and_json_and_tenants_never_see_each_other_on(log: Log) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), &log);
     assert_eq!(server.call("GET", "/v1/queues", None, None).0, 401);
     let (status, body) = server.call("GET", "/v1/queues", Some("nope"), None);
     assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")));
@@ -479,12 +564,24 @@ fn bad_requests_get_a_clear_status_and_json_and_tenants_never_see_each_other() {
 
 #[test]
 fn a_killed_engine_restarts_with_everything_acknowledged_and_no_offer_left_hanging() {
+    a_killed_engine_restarts_with_everything_acknowledged_and_no_offer_left_hanging_on(Log::Embedded);
+}
+
+#[test]
+fn a_killed_engine_restarts_with_everything_acknowledged_and_no_offer_left_hanging_on_kafka() {
+    let Some(log) = Log::kafka() else { return };
+    a_killed_engine_restarts_with_everything_acknowledged_and_no_offer_left_hanging_on(log);
+}
+
+fn a_killed_engine_restarts_with_everything_acknowledged_and_no_offer_left_hanging_on(log: Log) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), &log);
     server.available("t-ana");
     server.available("t-bob");
     // Traffic from another thread while the engine is killed.
     let base = server.base.clone();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
     let sender = std::thread::spawn(move || {
         let mut acknowledged = Vec::new();
         for n in 0..10_000 {
@@ -496,34 +593,49 @@ fn a_killed_engine_restarts_with_everything_acknowledged_and_no_offer_left_hangi
                 .set("Authorization", "Bearer t-sam")
                 .send_json(body)
             {
-                Ok(response) if response.status() == 200 => acknowledged.push(format!("k{n}")),
+                Ok(response) if response.status() == 200 => {
+                    acknowledged.push(format!("k{n}"));
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 _ => break,
             }
         }
         acknowledged
     });
-    std::thread::sleep(Duration::from_millis(400));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count.load(std::sync::atomic::Ordering::SeqCst) < 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let data = server.kill();
     let acknowledged = sender.join().unwrap();
     assert!(acknowledged.len() > 10, "traffic was flowing: {}", acknowledged.len());
 
     // Wait past every offer deadline (quick: 700 ms) while the engine is down.
     std::thread::sleep(Duration::from_millis(900));
-    let server = Server::start(data.parent().unwrap());
+    let server = Server::start(data.parent().unwrap(), &log);
     let (_, queues) = server.call("GET", "/v1/queues", Some("t-sam"), None);
     let waiting = queues["queues"].as_array().unwrap().iter().find(|q| q["queue_id"] == "quick").unwrap()["waiting"]
         .as_u64()
         .unwrap();
-    let offers = server.call("GET", "/v1/agents", Some("t-sam"), None).1;
+    // An offer that expired while down times out at start-up: at once on the
+    // embedded journal (before /readyz), as soon as a worker owns the
+    // partition again on Kafka (after the group notices the dead member).
+    let deadline = Instant::now() + Duration::from_secs(40);
     for agent in ["ana", "bob"] {
-        let agent = offers["agents"].as_array().unwrap().iter().find(|a| a["agent_id"] == agent).unwrap();
-        assert_eq!(agent["status"], "rona", "an offer that expired while down times out at start-up: {agent}");
+        while server.agent_status(agent) != "rona" {
+            assert!(
+                Instant::now() < deadline,
+                "{agent}'s expired offer did not time out: {}",
+                server.agent_status(agent)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     // Every acknowledged conversation is there (waiting: none were accepted).
     assert!(waiting as usize >= acknowledged.len(), "{waiting} waiting, {} acknowledged", acknowledged.len());
     let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["replay", "--data"])
-        .arg(&data)
+        .arg("replay")
+        .args(server.replay_args())
         .args(["--format", "json"])
         .output()
         .unwrap();
@@ -539,8 +651,18 @@ fn a_killed_engine_restarts_with_everything_acknowledged_and_no_offer_left_hangi
 
 #[test]
 fn an_agent_session_gets_its_offers_pushed_and_resumes_without_losing_any() {
+    an_agent_session_gets_its_offers_pushed_and_resumes_without_losing_any_on(Log::Embedded);
+}
+
+#[test]
+fn an_agent_session_gets_its_offers_pushed_and_resumes_without_losing_any_on_kafka() {
+    let Some(log) = Log::kafka() else { return };
+    an_agent_session_gets_its_offers_pushed_and_resumes_without_losing_any_on(log);
+}
+
+fn an_agent_session_gets_its_offers_pushed_and_resumes_without_losing_any_on(log: Log) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), &log);
     let ws_url = server.base.replace("http://", "ws://") + "/v1/agents/me/ws";
     let connect = |url: &str| {
         let mut request = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();

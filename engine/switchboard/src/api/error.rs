@@ -18,6 +18,14 @@ pub enum ApiError {
     /// A request the engine refused.
     #[error("{0}")]
     Rejected(Rejection),
+    /// A request an engine in another process refused, as its log tells it.
+    #[error("{message}")]
+    Refused {
+        /// [`Rejection::code`] of the refusal.
+        code: String,
+        /// What was wrong.
+        message: String,
+    },
     /// A malformed request.
     #[error("{0}")]
     BadRequest(String),
@@ -38,11 +46,12 @@ impl ApiError {
         serde_json::json!({ "error": self.kind(), "message": self.to_string() })
     }
 
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> &str {
         match self {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
-            ApiError::Rejected(rejection) => rejection_kind(rejection).1,
+            ApiError::Rejected(rejection) => rejection.code(),
+            ApiError::Refused { code, .. } => code,
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound(_) => "not_found",
             ApiError::Gone(_) => "gone",
@@ -51,31 +60,19 @@ impl ApiError {
     }
 }
 
-/// The status and machine-readable kind of a rejection. Unknown ids are 404
-/// (another tenant's objects are unknown too, never 403: their existence is
-/// not told), what the state forbids now is 409, what can never be done is 422.
-fn rejection_kind(rejection: &Rejection) -> (StatusCode, &'static str) {
-    use Rejection as R;
-    match rejection {
-        R::UnknownQueue(_) | R::UnknownAgent(_) | R::UnknownConversation(_) | R::UnknownMessage { .. } => {
-            (StatusCode::NOT_FOUND, "not_found")
+/// The status of a refusal, from its code ([`Rejection::code`]). Unknown ids
+/// are 404 (another tenant's objects are unknown too, never 403: their
+/// existence is not told), what the state forbids now is 409, what can never
+/// be done is 422.
+fn refusal_status(code: &str) -> StatusCode {
+    match code {
+        "not_found" => StatusCode::NOT_FOUND,
+        "not_yours" => StatusCode::FORBIDDEN,
+        "message_too_long" | "not_allowed_on_channel" | "unknown_reason" | "invalid" => {
+            StatusCode::UNPROCESSABLE_ENTITY
         }
-        R::OfferNotOpen(_) => (StatusCode::CONFLICT, "offer_not_open"),
-        R::NotYourOffer { .. } | R::NotOwner { .. } | R::NotParticipant { .. } => (StatusCode::FORBIDDEN, "not_yours"),
-        R::ConversationEnded(_) | R::ConversationNotActive(_) => (StatusCode::CONFLICT, "conversation_state"),
-        R::TargetUnavailable { .. } => (StatusCode::CONFLICT, "target_unavailable"),
-        R::ConferenceInProgress(_) | R::NoConference(_) => (StatusCode::CONFLICT, "conference_state"),
-        R::StateChangeRefused { .. } => (StatusCode::CONFLICT, "state_change_refused"),
-        R::NoWrapUpPending { .. } => (StatusCode::CONFLICT, "no_wrap_up_pending"),
-        R::OfferNotDue { .. } | R::TimeWentBack { .. } => (StatusCode::CONFLICT, "too_early"),
-        R::MessageTooLong { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "message_too_long"),
-        R::NotAllowedOnChannel { .. } | R::ChannelMismatch { .. } => {
-            (StatusCode::UNPROCESSABLE_ENTITY, "not_allowed_on_channel")
-        }
-        R::UnknownIdleReason(_) | R::UnknownWrapUpReason(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_reason"),
-        R::Invalid(_) | R::WrongDomain { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-        R::Configuration(_) => (StatusCode::CONFLICT, "configuration"),
-        R::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        "internal" => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::CONFLICT,
     }
 }
 
@@ -84,7 +81,8 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Rejected(rejection) => rejection_kind(rejection).0,
+            ApiError::Rejected(rejection) => refusal_status(rejection.code()),
+            ApiError::Refused { code, .. } => refusal_status(code),
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Gone(_) => StatusCode::GONE,

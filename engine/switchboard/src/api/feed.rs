@@ -287,7 +287,7 @@ async fn take_commands(
                             at_ms: 0,
                             command: Some(body),
                         };
-                        state.engine.submit(command).await.map_err(ApiError::from)
+                        state.engine.submit(command).await
                     }
                     Err(error) => Err(error),
                 };

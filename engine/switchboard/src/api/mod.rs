@@ -18,7 +18,6 @@ use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use switchboard_domain::channel;
-use switchboard_live::Engine;
 use switchboard_proto::v1::command::Command as C;
 use switchboard_proto::v1::*;
 
@@ -27,12 +26,13 @@ pub use error::ApiError;
 pub use feed::Feed;
 pub use metrics::Metrics;
 
+use crate::backend::Backend;
 use crate::config::{Config, Principal, TokenIndex};
 
 /// What every handler shares.
 pub struct ApiState {
     /// The engine commands go to.
-    pub engine: Engine,
+    pub engine: Backend,
     /// Tenants, tokens and entry points.
     pub config: Arc<Config>,
     /// The configured tokens, for one lookup per request.
@@ -50,7 +50,7 @@ pub struct ApiState {
 impl ApiState {
     /// Shared state for the API over `engine`.
     /// Must run inside the actix runtime: the feed keeps up on a task.
-    pub fn new(engine: Engine, config: Arc<Config>, instance: String) -> Self {
+    pub fn new(engine: Backend, config: Arc<Config>, instance: String) -> Self {
         let feed = Feed::start(engine.subscribe());
         let metrics = Metrics::start(engine.subscribe());
         let tokens = config.token_index();

@@ -1,0 +1,286 @@
+//! The edge of an engine on Kafka: what the API talks to.
+//!
+//! It publishes commands to `commands` (keyed by routing domain, idempotent
+//! producer, `acks=all`) and learns their outcomes from `events`, which it
+//! reads whole (`read_committed`, every partition) into a read model: the
+//! state of every domain, as a replay of the log would give it. An outcome
+//! is handed to the caller after the read model has applied it, so a caller
+//! that reads after its command sees its own effect. Every event is also
+//! broadcast to subscribers (the API's WebSocket feed and metrics).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use switchboard_domain::{Command, DomainState, Envelope};
+use switchboard_proto::v1::JournalBatch;
+use tokio::sync::{broadcast, oneshot};
+
+use crate::journal::partition_count;
+use crate::layout::TopicLayout;
+use crate::Error;
+
+/// How long a caller waits for its command's outcome.
+const DECISION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many recent outcomes are kept to answer a repeated command at once.
+const RECENT_OUTCOMES: usize = 50_000;
+
+/// What became of a command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Decided: these events are in the log.
+    Decided(Vec<Envelope>),
+    /// Refused, nothing written but the refusal.
+    Refused {
+        /// The refusal's code (`Rejection::code`).
+        code: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// Why an edge could not get a command decided.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EdgeError {
+    /// The edge is not (or no longer) connected to the log.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+struct Inner {
+    topics: TopicLayout,
+    producer: FutureProducer,
+    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<Outcome>>>>,
+    recent: Mutex<(HashMap<String, Outcome>, VecDeque<String>)>,
+    states: RwLock<BTreeMap<String, DomainState>>,
+    subscribers: broadcast::Sender<Arc<Envelope>>,
+    ready: AtomicBool,
+    stop: AtomicBool,
+    failure: Mutex<Option<String>>,
+}
+
+/// See the module docs. Cheap to clone.
+#[derive(Clone)]
+pub struct Edge {
+    inner: Arc<Inner>,
+    reader: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Edge {
+    /// Connects to `brokers` and starts reading `events` from the beginning;
+    /// [`is_ready`](Self::is_ready) once it has caught up with the log as it
+    /// was at the start.
+    pub fn start(brokers: &str, topics: TopicLayout, subscriber_capacity: usize) -> Result<Edge, Error> {
+        let partitions = partition_count(brokers, &topics.events)?;
+        partition_count(brokers, &topics.commands)?;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("broker.address.family", "v4")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .create()
+            .map_err(|e| Error::client("create the command producer", e))?;
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("broker.address.family", "v4")
+            .set("group.id", "switchboard-edge")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "10")
+            .set("fetch.message.max.bytes", "16842752")
+            .set("fetch.max.bytes", "16842752")
+            .set("receive.message.max.bytes", "17891328")
+            .create()
+            .map_err(|e| Error::client("create the events reader", e))?;
+        let mut all = TopicPartitionList::new();
+        for partition in 0..partitions {
+            all.add_partition_offset(&topics.events, partition, Offset::Beginning)
+                .map_err(|e| Error::client("list the events partitions", e))?;
+        }
+        consumer.assign(&all).map_err(|e| Error::client("read the events topic", e))?;
+        let (subscribers, _) = broadcast::channel(subscriber_capacity);
+        let inner = Arc::new(Inner {
+            topics,
+            producer,
+            waiters: Mutex::new(HashMap::new()),
+            recent: Mutex::new((HashMap::new(), VecDeque::new())),
+            states: RwLock::new(BTreeMap::new()),
+            subscribers,
+            ready: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            failure: Mutex::new(None),
+        });
+        let reading = inner.clone();
+        let reader = std::thread::Builder::new()
+            .name("kafka-edge".into())
+            .spawn(move || read_events(&reading, &consumer, partitions))
+            .map_err(|e| Error::Broker { action: "start the events reader".into(), reason: e.to_string() })?;
+        Ok(Edge { inner, reader: Arc::new(Mutex::new(Some(reader))) })
+    }
+
+    /// True once the read model has caught up with the log, and until a
+    /// failure or [`shutdown`](Self::shutdown).
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::SeqCst) && self.inner.failure.lock().unwrap().is_none()
+    }
+
+    /// Publishes `command` and waits for its outcome in the log. A command
+    /// id seen recently is answered with its earlier outcome.
+    pub async fn submit(&self, command: Command) -> Result<Outcome, EdgeError> {
+        if let Some(failure) = self.inner.failure.lock().unwrap().clone() {
+            return Err(EdgeError::Unavailable(failure));
+        }
+        let command_id = command.command_id.clone();
+        let (sender, outcome) = oneshot::channel();
+        {
+            // The recent outcomes are checked under the waiters' lock, which
+            // the reader takes before recording one: no outcome falls between.
+            let mut waiters = self.inner.waiters.lock().unwrap();
+            if let Some(known) = self.inner.recent.lock().unwrap().0.get(&command_id) {
+                return Ok(known.clone());
+            }
+            waiters.entry(command_id.clone()).or_default().push(sender);
+        }
+        let payload = command.encode_to_vec();
+        let record = FutureRecord::to(&self.inner.topics.commands).key(command.domain.as_bytes()).payload(&payload);
+        if let Err((error, _)) = self.inner.producer.send(record, DECISION_TIMEOUT).await {
+            self.inner.waiters.lock().unwrap().remove(&command_id);
+            return Err(EdgeError::Unavailable(format!("could not publish the command: {error}")));
+        }
+        match tokio::time::timeout(DECISION_TIMEOUT, outcome).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            _ => {
+                self.inner.waiters.lock().unwrap().remove(&command_id);
+                Err(EdgeError::Unavailable(format!(
+                    "no decision on command {command_id} within {} s: no engine owns its partition now; send it again with the same Idempotency-Key",
+                    DECISION_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// Every event read from now on, in log order within each domain.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
+        self.inner.subscribers.subscribe()
+    }
+
+    /// A copy of every domain's state in the read model.
+    pub fn states(&self) -> BTreeMap<String, DomainState> {
+        self.inner.states.read().unwrap().clone()
+    }
+
+    /// A copy of one domain's state, `None` if it has no events yet.
+    pub fn domain_state(&self, domain: &str) -> Option<DomainState> {
+        self.inner.states.read().unwrap().get(domain).cloned()
+    }
+
+    /// Stops reading; waiting callers get no answer.
+    pub fn shutdown(&self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        self.inner.ready.store(false, Ordering::SeqCst);
+        if let Some(reader) = self.reader.lock().unwrap().take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// The reader thread: applies every batch to the read model, broadcasts its
+/// events, then answers whoever waits for it.
+fn read_events(inner: &Inner, consumer: &BaseConsumer, partitions: i32) {
+    let mut at_end = vec![false; partitions as usize];
+    while !inner.stop.load(Ordering::SeqCst) {
+        let message = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                if let Some(flag) = at_end.get_mut(partition as usize) {
+                    *flag = true;
+                }
+                if at_end.iter().all(|&done| done) {
+                    inner.ready.store(true, Ordering::SeqCst);
+                }
+                continue;
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%error, "reading events");
+                continue;
+            }
+            Some(Ok(message)) => message,
+        };
+        let batch = match JournalBatch::decode(message.payload().unwrap_or_default()) {
+            Ok(batch) => batch,
+            Err(error) => {
+                fail(
+                    inner,
+                    format!(
+                        "undecodable record at events/{} offset {}: {error}",
+                        message.partition(),
+                        message.offset()
+                    ),
+                );
+                continue;
+            }
+        };
+        let mut events = Vec::with_capacity(batch.records.len());
+        for bytes in &batch.records {
+            match Envelope::decode(bytes.as_slice()) {
+                Ok(envelope) => events.push(envelope),
+                Err(error) => fail(inner, format!("undecodable event in events/{}: {error}", message.partition())),
+            }
+        }
+        {
+            let mut states = inner.states.write().unwrap();
+            for envelope in &events {
+                let state =
+                    states.entry(envelope.domain.clone()).or_insert_with(|| DomainState::new(envelope.domain.clone()));
+                if let Err(violation) = state.apply(envelope) {
+                    fail(inner, format!("the log breaks an invariant: {violation}"));
+                }
+            }
+        }
+        for envelope in &events {
+            let _ = inner.subscribers.send(Arc::new(envelope.clone()));
+        }
+        if batch.command_id.is_empty() {
+            continue;
+        }
+        let outcome = match batch.refused {
+            Some(refused) => Outcome::Refused { code: refused.code, message: refused.message },
+            None => Outcome::Decided(events),
+        };
+        let waiting = {
+            let mut waiters = inner.waiters.lock().unwrap();
+            let mut recent = inner.recent.lock().unwrap();
+            let (known, order) = &mut *recent;
+            // Refusals are not kept: the same command sent again is decided
+            // again, as the engine does.
+            if matches!(outcome, Outcome::Decided(_))
+                && known.insert(batch.command_id.clone(), outcome.clone()).is_none()
+            {
+                order.push_back(batch.command_id.clone());
+                while order.len() > RECENT_OUTCOMES {
+                    if let Some(old) = order.pop_front() {
+                        known.remove(&old);
+                    }
+                }
+            }
+            waiters.remove(&batch.command_id)
+        };
+        for waiter in waiting.into_iter().flatten() {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+}
+
+fn fail(inner: &Inner, failure: String) {
+    tracing::error!(%failure, "the edge's read model stopped");
+    inner.failure.lock().unwrap().get_or_insert(failure);
+}

@@ -1,0 +1,543 @@
+//! The engine on Kafka: decides commands with exactly-once effect.
+//!
+//! Every engine process runs one worker, a member of the consumer group on
+//! `commands`. Partition *p* of `commands` and partition *p* of `events` hold
+//! the same routing domains (same key, same partition count), so the owner
+//! of *p* holds those domains' states, rebuilt from `events` *p* when it is
+//! assigned. It reads a run of commands, decides each against the state,
+//! writes each decision (a `JournalBatch`: the events, or the refusal) to
+//! `events` *p*, and commits the consumed offsets **in the same Kafka
+//! transaction** (`send_offsets_to_transaction`). A crash anywhere either
+//! loses the whole transaction (the commands are read again by whoever owns
+//! the partition next, against a state that never saw them) or keeps all of
+//! it, so no decision is lost or taken twice.
+//!
+//! Timers (offer deadlines, automatic wrap-ups) are armed from the state and,
+//! when due, written as ordinary commands to `commands` *p* inside the same
+//! kind of transaction, so whoever owns the partition then decides them.
+//!
+//! Rebalancing: the group uses the eager protocol, so a rebalance revokes
+//! every partition and assigns them again from their committed offsets.
+//! Commands read but not yet decided when one happens are dropped (they are
+//! read again) and the states of the new assignment are rebuilt. Any
+//! transaction error ends the session: the worker makes new clients (the new
+//! producer, with the same transactional id, fences and aborts whatever the
+//! old one had open) and starts again from the committed offsets.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use switchboard_domain::{Command, DomainState, Envelope, Rejection};
+use switchboard_live::{changes_nothing, is_configuration, timers_for, timers_from_state, Due};
+use switchboard_proto::v1::{CommandRefused, JournalBatch};
+
+use crate::journal::read_batches;
+use crate::layout::{TopicLayout, MAX_RECORD_BYTES};
+use crate::Error;
+
+/// How long a transaction may stay open. Short, because a process that dies
+/// mid-transaction holds its partitions' readers back until it times out.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client call may wait for the brokers.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most commands decided in one transaction.
+const MAX_RUN: usize = 1_000;
+
+/// How a worker connects and identifies itself.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Bootstrap brokers.
+    pub brokers: String,
+    /// The topics.
+    pub topics: TopicLayout,
+    /// The consumer group every engine process joins.
+    pub group: String,
+    /// This process's name, unique among running processes (the
+    /// transactional id is derived from it).
+    pub instance: String,
+    /// How many recent command ids each domain remembers, so a command sent
+    /// twice is decided once.
+    pub idempotency_window: usize,
+}
+
+impl WorkerOptions {
+    /// Options with the defaults for everything but where and who.
+    pub fn new(brokers: impl Into<String>, topics: TopicLayout, instance: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topics,
+            group: "switchboard-engine".to_owned(),
+            instance: instance.into(),
+            idempotency_window: 10_000,
+        }
+    }
+}
+
+/// What a running worker shows the outside.
+#[derive(Debug, Default)]
+struct Status {
+    /// The partitions whose states are rebuilt and being served.
+    owned: Mutex<Vec<i32>>,
+    /// The last session's error, until a session runs cleanly.
+    failure: Mutex<Option<String>>,
+    stop: AtomicBool,
+}
+
+/// A running worker (see the module docs). Stops when dropped.
+pub struct Worker {
+    status: Arc<Status>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts the worker on a thread of its own.
+    pub fn start(options: WorkerOptions) -> Worker {
+        let status = Arc::new(Status::default());
+        let shared = status.clone();
+        let thread = std::thread::Builder::new()
+            .name("kafka-worker".into())
+            .spawn(move || {
+                while !shared.stop.load(Ordering::SeqCst) {
+                    match Session::open(&options, &shared).and_then(|mut session| session.run()) {
+                        Ok(()) => break,
+                        Err(error) => {
+                            tracing::error!(%error, "Kafka worker session ended; starting again");
+                            *shared.failure.lock().unwrap() = Some(error.to_string());
+                            shared.owned.lock().unwrap().clear();
+                            std::thread::sleep(Duration::from_millis(500));
+                        }
+                    }
+                }
+            })
+            .expect("spawn the Kafka worker thread");
+        Worker { status, thread: Some(thread) }
+    }
+
+    /// The partitions this worker serves now.
+    pub fn owned_partitions(&self) -> Vec<i32> {
+        self.status.owned.lock().unwrap().clone()
+    }
+
+    /// Why the last session failed, if the worker has not recovered yet.
+    pub fn failure(&self) -> Option<String> {
+        self.status.failure.lock().unwrap().clone()
+    }
+
+    /// Stops after the transaction in progress, leaving the group.
+    pub fn stop(&mut self) {
+        self.status.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Notes that the group changed this member's assignment.
+#[derive(Default)]
+struct RebalanceFlag(AtomicBool);
+
+impl ClientContext for RebalanceFlag {}
+
+impl ConsumerContext for RebalanceFlag {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One routing domain of an owned partition.
+struct Domain {
+    state: DomainState,
+    /// Recent command ids, oldest first, to decide a repeated command once.
+    recent: VecDeque<String>,
+    seen: HashSet<String>,
+    /// Set when the domain hit an internal error: its state may not match
+    /// its log any more, so it takes no commands until rebuilt.
+    broken: Option<String>,
+}
+
+impl Domain {
+    fn new(domain: &str) -> Self {
+        Domain { state: DomainState::new(domain), recent: VecDeque::new(), seen: HashSet::new(), broken: None }
+    }
+
+    fn remember(&mut self, command_id: String, window: usize) {
+        if self.seen.insert(command_id.clone()) {
+            self.recent.push_back(command_id);
+            while self.recent.len() > window {
+                if let Some(old) = self.recent.pop_front() {
+                    self.seen.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// The state of one owned partition.
+#[derive(Default)]
+struct Partition {
+    domains: BTreeMap<String, Domain>,
+    /// Journal offset of the next event written to `events` for this partition.
+    next_offset: u64,
+    timers: BTreeSet<Due>,
+}
+
+/// One consumer and one transactional producer, from start to first error.
+struct Session<'a> {
+    options: &'a WorkerOptions,
+    status: &'a Status,
+    consumer: BaseConsumer<RebalanceFlag>,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    owned: BTreeMap<i32, Partition>,
+}
+
+fn client_error(action: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> Error + '_ {
+    move |source| Error::Client { action: action.to_owned(), source }
+}
+
+impl<'a> Session<'a> {
+    fn open(options: &'a WorkerOptions, status: &'a Status) -> Result<Self, Error> {
+        let consumer: BaseConsumer<RebalanceFlag> = ClientConfig::new()
+            .set("bootstrap.servers", &options.brokers)
+            .set("broker.address.family", "v4")
+            .set("group.id", &options.group)
+            .set("client.id", format!("switchboard-engine.{}", options.instance))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            // Timer commands are written in transactions: never act on one
+            // that was rolled back.
+            .set("isolation.level", "read_committed")
+            // A process that dies is noticed in seconds, not the default 45.
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "10")
+            .create_with_context(RebalanceFlag::default())
+            .map_err(client_error("create the engine's consumer"))?;
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &options.brokers)
+            .set("broker.address.family", "v4")
+            .set("transactional.id", format!("switchboard-engine.{}", options.instance))
+            .set("transaction.timeout.ms", TRANSACTION_TIMEOUT.as_millis().to_string())
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set("message.max.bytes", (MAX_RECORD_BYTES + 64 * 1024).to_string())
+            .create()
+            .map_err(client_error("create the engine's producer"))?;
+        producer.init_transactions(CALL_TIMEOUT).map_err(client_error("start transactions"))?;
+        consumer.subscribe(&[&options.topics.commands]).map_err(client_error("join the engine group"))?;
+        Ok(Session { options, status, consumer, producer, owned: BTreeMap::new() })
+    }
+
+    fn run(&mut self) -> Result<(), Error> {
+        while !self.status.stop.load(Ordering::SeqCst) {
+            let run = self.gather()?;
+            let now = now_ms();
+            let due = self.due_timers(now);
+            if run.is_empty() && due.is_empty() {
+                continue;
+            }
+            self.decide_in_transaction(run, due, now)?;
+            *self.status.failure.lock().unwrap() = None;
+        }
+        Ok(())
+    }
+
+    /// Reads up to [`MAX_RUN`] commands: waits a little for the first, then
+    /// takes what has already arrived. Rebuilds the states when the
+    /// assignment changed, dropping what was read before (it is read again).
+    fn gather(&mut self) -> Result<Vec<OwnedMessage>, Error> {
+        let mut run = Vec::new();
+        let mut wait = Duration::from_millis(20);
+        while run.len() < MAX_RUN {
+            let polled = self.consumer.poll(wait).map(|result| result.map(|message| message.detach()));
+            wait = Duration::ZERO;
+            if self.consumer.context().0.swap(false, Ordering::SeqCst) {
+                run.clear();
+                self.rebuild()?;
+            }
+            match polled {
+                Some(Ok(message)) => run.push(message),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "reading commands");
+                    break;
+                }
+                None => break,
+            }
+        }
+        Ok(run)
+    }
+
+    /// Rebuilds the state of every assigned partition from its `events`.
+    fn rebuild(&mut self) -> Result<(), Error> {
+        self.owned.clear();
+        self.status.owned.lock().unwrap().clear();
+        let assignment = self.consumer.assignment().map_err(client_error("read the assignment"))?;
+        if assignment.count() == 0 {
+            return Ok(());
+        }
+        // Waits until no transaction of a previous owner is pending on these
+        // partitions, so the events read below are all there will be.
+        self.consumer.committed(CALL_TIMEOUT).map_err(client_error("read the committed offsets"))?;
+        let now = now_ms();
+        for element in assignment.elements() {
+            let partition = element.partition();
+            let state = rebuild_partition(self.options, partition, now)?;
+            tracing::info!(
+                partition,
+                domains = state.domains.len(),
+                next_offset = state.next_offset,
+                "partition rebuilt"
+            );
+            self.owned.insert(partition, state);
+        }
+        *self.status.owned.lock().unwrap() = self.owned.keys().copied().collect();
+        Ok(())
+    }
+
+    /// Timer commands now due, taken off their partitions' queues.
+    fn due_timers(&mut self, now: i64) -> Vec<(i32, Command)> {
+        let mut due = Vec::new();
+        for (&partition, state) in &mut self.owned {
+            while state.timers.first().is_some_and(|t| t.deadline_ms <= now) {
+                let timer = state.timers.pop_first().expect("checked above");
+                due.push((partition, timer.command(now)));
+            }
+        }
+        due
+    }
+
+    fn decide_in_transaction(
+        &mut self,
+        run: Vec<OwnedMessage>,
+        due: Vec<(i32, Command)>,
+        now: i64,
+    ) -> Result<(), Error> {
+        self.producer.begin_transaction().map_err(client_error("begin a transaction"))?;
+        let mut consumed: BTreeMap<i32, i64> = BTreeMap::new();
+        for message in &run {
+            let partition = message.partition();
+            consumed.insert(partition, message.offset() + 1);
+            let Some(state) = self.owned.get_mut(&partition) else { continue };
+            let command = match Command::decode(message.payload().unwrap_or_default()) {
+                Ok(command) => command,
+                Err(error) => {
+                    tracing::error!(partition, offset = message.offset(), %error, "undecodable command skipped");
+                    continue;
+                }
+            };
+            let Some(batch) = decide(state, command, now, self.options.idempotency_window) else { continue };
+            let key = message.key().unwrap_or_default().to_vec();
+            send(&self.producer, &self.options.topics.events, partition, &key, &batch.encode_to_vec())?;
+        }
+        for (partition, command) in due {
+            send(
+                &self.producer,
+                &self.options.topics.commands,
+                partition,
+                command.domain.as_bytes(),
+                &command.encode_to_vec(),
+            )?;
+        }
+        if !consumed.is_empty() {
+            let mut offsets = TopicPartitionList::new();
+            for (partition, next) in consumed {
+                offsets
+                    .add_partition_offset(&self.options.topics.commands, partition, Offset::Offset(next))
+                    .map_err(client_error("list the consumed offsets"))?;
+            }
+            let group = self.consumer.group_metadata().ok_or_else(|| Error::Broker {
+                action: "commit consumed offsets".into(),
+                reason: "the consumer has no group metadata".into(),
+            })?;
+            self.producer
+                .send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
+                .map_err(client_error("add the consumed offsets to the transaction"))?;
+        }
+        self.producer.commit_transaction(CALL_TIMEOUT).map_err(client_error("commit a transaction"))
+    }
+}
+
+/// Enqueues one record, waiting while the producer's queue is full.
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+    payload: &[u8],
+) -> Result<(), Error> {
+    let mut record = BaseRecord::to(topic).partition(partition).key(key).payload(payload);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((error, _)) => return Err(Error::client(format!("write to {topic}/{partition}"), error)),
+        }
+    }
+}
+
+/// Decides one command against its partition's state: the batch to write,
+/// or `None` for a command this partition already decided.
+fn decide(state: &mut Partition, mut command: Command, now: i64, window: usize) -> Option<JournalBatch> {
+    let first_offset = state.next_offset;
+    let refuse = |rejection: Rejection, command_id: String| JournalBatch {
+        first_offset,
+        records: Vec::new(),
+        command_id,
+        refused: Some(CommandRefused { code: rejection.code().to_owned(), message: rejection.to_string() }),
+    };
+    if command.domain.is_empty() {
+        return Some(refuse(Rejection::Invalid("domain is required".into()), command.command_id));
+    }
+    let is_new = !state.domains.contains_key(&command.domain);
+    let domain = state.domains.entry(command.domain.clone()).or_insert_with(|| Domain::new(&command.domain));
+    if domain.seen.contains(&command.command_id) {
+        return None;
+    }
+    if let Some(reason) = &domain.broken {
+        let rejection =
+            Rejection::Invalid(format!("domain {} is out of service until rebuilt: {reason}", command.domain));
+        return Some(refuse(rejection, command.command_id));
+    }
+    let batch = if is_configuration(&command) && changes_nothing(&domain.state, &command) {
+        JournalBatch { first_offset, command_id: command.command_id.clone(), ..JournalBatch::default() }
+    } else {
+        if command.at_ms == 0 {
+            command.at_ms = now;
+        }
+        // As in the embedded engine, time never goes back within a domain.
+        command.at_ms = command.at_ms.max(domain.state.last_at_ms);
+        match domain.state.execute(&command) {
+            Ok(events) => {
+                let events: Vec<Arc<Envelope>> = events.into_iter().map(Arc::new).collect();
+                state.timers.extend(timers_for(&events, &domain.state));
+                state.next_offset += events.len() as u64;
+                JournalBatch {
+                    first_offset,
+                    records: events.iter().map(|e| e.encode_to_vec()).collect(),
+                    command_id: command.command_id.clone(),
+                    refused: None,
+                }
+            }
+            Err(rejection) => {
+                if let Rejection::Internal(violation) = &rejection {
+                    tracing::error!(domain = %command.domain, %violation, "internal error: domain out of service");
+                    domain.broken = Some(violation.to_string());
+                }
+                refuse(rejection, command.command_id.clone())
+            }
+        }
+    };
+    // Only what changed the state is remembered: a refused command sent
+    // again is decided again (the state may allow it now).
+    if !batch.records.is_empty() {
+        domain.remember(command.command_id, window);
+    }
+    // A domain exists once it has an event, as in a replay of the log.
+    if is_new && batch.records.is_empty() {
+        state.domains.remove(&command.domain);
+    }
+    Some(batch)
+}
+
+/// Folds `events` *partition* into the states of its domains, and arms the
+/// timers they call for.
+fn rebuild_partition(options: &WorkerOptions, partition: i32, _now: i64) -> Result<Partition, Error> {
+    let mut state = Partition::default();
+    let topic = &options.topics.events;
+    for batch in read_batches(&options.brokers, topic, partition, 0)? {
+        let batch = batch?;
+        let mut domain_of_batch = None;
+        for bytes in &batch.records {
+            let envelope = Envelope::decode(bytes.as_slice()).map_err(|e| Error::Undecodable {
+                topic: topic.clone(),
+                partition,
+                offset: batch.kafka_offset,
+                reason: e.to_string(),
+            })?;
+            let domain = state.domains.entry(envelope.domain.clone()).or_insert_with(|| Domain::new(&envelope.domain));
+            domain.state.apply(&envelope).map_err(|violation| Error::Undecodable {
+                topic: topic.clone(),
+                partition,
+                offset: batch.kafka_offset,
+                reason: format!("the log breaks an invariant: {violation}"),
+            })?;
+            domain_of_batch = Some(envelope.domain);
+        }
+        if let Some(domain) = domain_of_batch.and_then(|d| state.domains.get_mut(&d)) {
+            domain.remember(batch.command_id.clone(), options.idempotency_window);
+        }
+        state.next_offset = state.next_offset.max(batch.end_offset());
+    }
+    let timers: Vec<Due> = state.domains.values().flat_map(|d| timers_from_state(&d.state)).collect();
+    state.timers.extend(timers);
+    Ok(state)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_proto::v1::command::Command as C;
+    use switchboard_proto::v1::{AgentProfile, ChannelCapacity, ConfigureAgent};
+
+    fn configure_agent(command_id: &str) -> Command {
+        Command {
+            command_id: command_id.into(),
+            domain: "acme".into(),
+            at_ms: 1_000,
+            command: Some(C::ConfigureAgent(ConfigureAgent {
+                profile: Some(AgentProfile {
+                    agent_id: "ana".into(),
+                    name: "Ana".into(),
+                    capacities: vec![ChannelCapacity { channel: 1, max: 2 }],
+                    queue_ids: vec![],
+                }),
+            })),
+        }
+    }
+
+    #[test]
+    fn a_decision_carries_journal_offsets_and_a_repeat_is_decided_once() {
+        let mut partition = Partition::default();
+        let batch = decide(&mut partition, configure_agent("c-1"), 5_000, 10).unwrap();
+        assert_eq!((batch.first_offset, batch.records.len(), batch.command_id.as_str()), (0, 1, "c-1"));
+        assert_eq!(partition.next_offset, 1);
+        assert!(decide(&mut partition, configure_agent("c-1"), 5_000, 10).is_none(), "same id: decided once");
+        let unchanged = decide(&mut partition, configure_agent("c-2"), 5_000, 10).unwrap();
+        assert!(unchanged.records.is_empty() && unchanged.refused.is_none(), "same configuration writes nothing");
+        assert_eq!(unchanged.first_offset, 1);
+    }
+
+    #[test]
+    fn a_refusal_is_written_with_its_code_and_changes_nothing() {
+        let mut partition = Partition::default();
+        let mut command = configure_agent("c-1");
+        command.domain.clear();
+        let batch = decide(&mut partition, command, 5_000, 10).unwrap();
+        assert_eq!(batch.refused.unwrap().code, "invalid");
+        assert!(partition.domains.is_empty());
+        assert_eq!(partition.next_offset, 0);
+    }
+}

@@ -1,0 +1,95 @@
+//! The engine behind the API: in this process on the embedded journal, or
+//! on Kafka (an edge that publishes commands and reads outcomes from the
+//! log, beside a worker that decides the partitions this process owns).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use switchboard_domain::{Command, DomainState, Envelope};
+use switchboard_kafka::edge::{Edge, EdgeError, Outcome};
+use switchboard_kafka::worker::Worker;
+use switchboard_live::Engine;
+use tokio::sync::broadcast;
+
+use crate::api::ApiError;
+
+/// See the module docs. Cheap to clone.
+#[derive(Clone)]
+pub enum Backend {
+    /// The live engine on the embedded journal.
+    Embedded(Engine),
+    /// The engine on Kafka.
+    Kafka {
+        /// Publishes commands, reads outcomes and keeps the read model.
+        edge: Edge,
+        /// Decides the commands of the partitions this process owns.
+        worker: Arc<Mutex<Option<Worker>>>,
+    },
+}
+
+impl Backend {
+    /// Whether the API may take commands: recovery (or catching up with the
+    /// log) is done and nothing has failed.
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Backend::Embedded(engine) => engine.is_ready(),
+            Backend::Kafka { edge, .. } => edge.is_ready(),
+        }
+    }
+
+    /// Has `command` decided; its events once they are durable in the log.
+    pub async fn submit(&self, command: Command) -> Result<Vec<Envelope>, ApiError> {
+        match self {
+            Backend::Embedded(engine) => Ok(engine.submit(command).await?),
+            Backend::Kafka { edge, .. } => match edge.submit(command).await {
+                Ok(Outcome::Decided(events)) => Ok(events),
+                Ok(Outcome::Refused { code, message }) => Err(ApiError::Refused { code, message }),
+                Err(EdgeError::Unavailable(reason)) => Err(ApiError::Unavailable(reason)),
+            },
+        }
+    }
+
+    /// Every durable event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
+        match self {
+            Backend::Embedded(engine) => engine.subscribe(),
+            Backend::Kafka { edge, .. } => edge.subscribe(),
+        }
+    }
+
+    /// A copy of every domain's state.
+    pub async fn states(&self) -> Result<BTreeMap<String, DomainState>, ApiError> {
+        match self {
+            Backend::Embedded(engine) => Ok(engine.states().await?),
+            Backend::Kafka { edge, .. } => Ok(edge.states()),
+        }
+    }
+
+    /// A copy of one domain's state, `None` if it has no events yet.
+    pub async fn domain_state(&self, domain: &str) -> Result<Option<DomainState>, ApiError> {
+        match self {
+            Backend::Embedded(engine) => Ok(engine.domain_state(domain).await?),
+            Backend::Kafka { edge, .. } => Ok(edge.domain_state(domain)),
+        }
+    }
+
+    /// Stops deciding and closes the log: the embedded engine writes what it
+    /// decided and a last snapshot; the Kafka worker finishes its transaction
+    /// and leaves the group.
+    pub async fn shutdown(&self) -> Result<(), switchboard_live::EngineError> {
+        match self {
+            Backend::Embedded(engine) => engine.shutdown().await,
+            Backend::Kafka { edge, worker } => {
+                let (edge, worker) = (edge.clone(), worker.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(mut worker) = worker.lock().unwrap().take() {
+                        worker.stop();
+                    }
+                    edge.shutdown();
+                })
+                .await;
+                Ok(())
+            }
+        }
+    }
+}
