@@ -37,6 +37,16 @@ impl Backend {
         }
     }
 
+    /// On Kafka, the partitions this process's worker decides now.
+    pub fn owned_partitions(&self) -> Option<Vec<i32>> {
+        match self {
+            Backend::Embedded(_) => None,
+            Backend::Kafka { worker, .. } => {
+                Some(worker.lock().unwrap().as_ref().map(Worker::owned_partitions).unwrap_or_default())
+            }
+        }
+    }
+
     /// Has `command` decided; its events once they are durable in the log.
     pub async fn submit(&self, command: Command) -> Result<Vec<Envelope>, ApiError> {
         match self {

@@ -145,20 +145,24 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, log: &Log) -> Server {
+        Server::start_with(dir, log, CONFIG)
+    }
+
+    fn start_with(dir: &Path, log: &Log, tenants: &str) -> Server {
         let config = dir.join("switchboard.toml");
         let data = dir.join("data");
         let mut serve = Command::new(env!("CARGO_BIN_EXE_switchboard"));
         serve.args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&config);
         match log {
             Log::Embedded => {
-                std::fs::write(&config, CONFIG).unwrap();
+                std::fs::write(&config, tenants).unwrap();
                 serve.arg("--data").arg(&data);
             }
             Log::Kafka { brokers, prefix } => {
                 let kafka = format!(
-                    "[kafka]\nbrokers = \"{brokers}\"\n[kafka.topics]\ncommands = \"{prefix}.commands\"\nevents = \"{prefix}.events\"\noutbox = \"{prefix}.outbox\"\nsnapshots = \"{prefix}.snapshots\"\npartitions = 2\n"
+                    "[kafka]\nbrokers = \"{brokers}\"\n[kafka.topics]\ncommands = \"{prefix}.commands\"\nevents = \"{prefix}.events\"\noutbox = \"{prefix}.outbox\"\nsnapshots = \"{prefix}.snapshots\"\npartitions = 4\n"
                 );
-                std::fs::write(&config, format!("{CONFIG}\n{kafka}")).unwrap();
+                std::fs::write(&config, format!("{tenants}\n{kafka}")).unwrap();
                 let init = Command::new(env!("CARGO_BIN_EXE_switchboard"))
                     .args(["kafka", "init", "--config"])
                     .arg(&config)
@@ -732,4 +736,117 @@ fn an_agent_session_gets_its_offers_pushed_and_resumes_without_losing_any_on(log
     let reply = ask(&mut socket, json!({ "request_id": "r3", "command": "dance" }));
     assert_eq!(reply["error"]["error"], "bad_request", "{reply}");
     server.verify_replay();
+}
+
+/// Tenants `t0` to `t7` (routing domains spread over the partitions), each
+/// with a chat queue, one agent (`a0`... token `ta0`...) and a supervisor
+/// (token `ts0`...; `t-sam` too, in `t0`, for the digest), entry point
+/// `chat.t0`...
+fn spread_tenants() -> String {
+    let sam = "[[tenants.supervisors]]\nid = \"sam\"\ntoken = \"t-sam\"\n\n";
+    (0..8)
+        .map(|t| {
+            format!(
+                "[[tenants]]\nid = \"t{t}\"\nwrap_up_reasons = [\"resolved\"]\n\n[[tenants.queues]]\nid = \"chat\"\nchannel = \"webchat\"\noffer_timeout_ms = 60000\n\n[[tenants.agents]]\nid = \"a{t}\"\ncapacity = {{ webchat = 500 }}\nqueues = [\"chat\"]\ntoken = \"ta{t}\"\n\n[[tenants.supervisors]]\nid = \"s{t}\"\ntoken = \"ts{t}\"\n\n[[tenants.entry_points]]\nchannel = \"webchat\"\naddress = \"chat.t{t}\"\nqueue = \"chat\"\n\n{}",
+                if t == 0 { sam } else { "" }
+            )
+        })
+        .collect()
+}
+
+/// Sends one customer message to tenant `t` through `base`, retrying while
+/// the engine is failing over; returns the reply once decided.
+fn write_in(base: &str, t: usize, conversation: &str, deadline: Instant) -> Value {
+    let body = json!({
+        "channel": "webchat", "address": format!("chat.t{t}"), "conversation_id": conversation,
+        "sender_message_id": "m1", "text": "hello"
+    });
+    loop {
+        let response = ureq::post(&format!("{base}/v1/inbound/messages"))
+            .set("Authorization", &format!("Bearer ts{t}"))
+            .send_json(body.clone());
+        match response {
+            Ok(response) => return response.into_json().unwrap(),
+            Err(error) => {
+                assert!(Instant::now() < deadline, "{conversation} in t{t} never decided: {error}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_surviving_engine_takes_over_the_partitions_of_a_killed_one_and_decides_nothing_twice() {
+    let Some(log) = Log::kafka() else { return };
+    let Log::Kafka { brokers, prefix } = log.clone() else { unreachable!() };
+    let tenants = spread_tenants();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start_with(dir_a.path(), &log, &tenants);
+    let b = Server::start_with(dir_b.path(), &log, &tenants);
+    // Both processes share the work: wait until each decides some partitions.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let owned =
+        |server: &Server| server.call("GET", "/readyz", None, None).1["partitions"].as_array().map_or(0, Vec::len);
+    while owned(&a) == 0 || owned(&b) == 0 || owned(&a) + owned(&b) != 4 {
+        assert!(Instant::now() < deadline, "the group did not share the 4 partitions: {} and {}", owned(&a), owned(&b));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for t in 0..8 {
+        a.ok(&format!("ta{t}"), "/v1/agents/me/state", json!({ "status": "available" }));
+    }
+
+    // Traffic into every tenant through both processes; then B dies.
+    let mut acknowledged = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for round in 0..3 {
+        for t in 0..8 {
+            let via = if (round + t) % 2 == 0 { &a.base } else { &b.base };
+            let conversation = format!("before-{round}-{t}");
+            let reply = write_in(via, t, &conversation, deadline);
+            assert!(kinds(&reply).contains(&"ConversationOffered".to_owned()), "{reply}");
+            acknowledged.push((t, conversation));
+        }
+    }
+    drop(b.kill());
+    // The survivor decides for every tenant again, those of B's partitions
+    // included, and answers repeated requests from the log, not anew.
+    for t in 0..8 {
+        let conversation = format!("after-{t}");
+        let reply = write_in(&a.base, t, &conversation, deadline);
+        assert!(kinds(&reply).contains(&"ConversationOffered".to_owned()), "{reply}");
+        acknowledged.push((t, conversation));
+    }
+    assert_eq!(owned(&a), 4, "the survivor owns every partition");
+
+    // Every acknowledged conversation is in the log; no command was decided
+    // twice; no offer was made twice; the log verifies.
+    let mut created = std::collections::BTreeSet::new();
+    let mut decided = std::collections::BTreeSet::new();
+    let mut offers = std::collections::BTreeSet::new();
+    let events = format!("{prefix}.events");
+    for partition in 0..4 {
+        for batch in switchboard_kafka::read_batches(&brokers, &events, partition, 0).unwrap() {
+            let batch = batch.unwrap();
+            if !batch.records.is_empty() {
+                assert!(decided.insert(batch.command_id.clone()), "command {} decided twice", batch.command_id);
+            }
+            for bytes in &batch.records {
+                use prost::Message as _;
+                let envelope = switchboard_proto::v1::Envelope::decode(bytes.as_slice()).unwrap();
+                match envelope.event {
+                    Some(switchboard_proto::v1::envelope::Event::ConversationCreated(c)) => {
+                        created.insert((envelope.domain.clone(), c.conversation_id));
+                    }
+                    Some(switchboard_proto::v1::envelope::Event::ConversationOffered(o)) => {
+                        assert!(offers.insert(o.offer_id.clone()), "offer {} made twice", o.offer_id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    for (t, conversation) in &acknowledged {
+        assert!(created.contains(&(format!("t{t}"), conversation.clone())), "t{t}/{conversation} lost");
+    }
+    a.verify_replay();
 }

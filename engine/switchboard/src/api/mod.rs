@@ -163,7 +163,12 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(state: Data) -> HttpResponse {
     if state.engine.is_ready() {
-        HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+        let mut body = serde_json::json!({ "status": "ready" });
+        // On Kafka, which partitions of the group's work this process decides now.
+        if let Some(partitions) = state.engine.owned_partitions() {
+            body["partitions"] = serde_json::json!(partitions);
+        }
+        HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "recovering" }))
     }
