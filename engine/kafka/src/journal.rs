@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use std::sync::Mutex;
 use switchboard_journal::{Journal, JournalError, RecordIter};
 use switchboard_proto::v1::{CommandRefused, JournalBatch};
 
@@ -221,14 +222,32 @@ fn broker_error(action: impl Into<String>, reason: impl ToString) -> JournalErro
     JournalError::Broker { action: action.into(), reason: reason.to_string() }
 }
 
+/// Keeps the outcome of the last delivery, for the append waiting on it.
+#[derive(Default)]
+struct LastDelivery(Mutex<Option<Result<i64, String>>>);
+
+impl ClientContext for LastDelivery {}
+
+impl ProducerContext for LastDelivery {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let outcome = match result {
+            Ok(message) => Ok(message.offset()),
+            Err((error, _)) => Err(error.to_string()),
+        };
+        *self.0.lock().unwrap() = Some(outcome);
+    }
+}
+
 /// The [`Journal`] on one partition of a Kafka topic (see the module docs).
 pub struct KafkaJournal {
     brokers: String,
     topic: String,
     partition: i32,
-    producer: FutureProducer,
-    /// Waits for delivery reports; the journal trait is synchronous.
-    runtime: tokio::runtime::Runtime,
+    /// Polled by the appending thread itself, which serves the delivery
+    /// report as soon as it arrives (a background poller would add latency).
+    producer: BaseProducer<LastDelivery>,
     next_offset: u64,
     /// Journal offset of each batch this handle wrote → (Kafka offset, length),
     /// so reads of recent records start without a search.
@@ -245,7 +264,7 @@ impl KafkaJournal {
         if partition < 0 || partition >= partitions {
             return Err(broker_error(&action, format!("the topic has partitions 0 to {}", partitions - 1)));
         }
-        let producer: FutureProducer = ClientConfig::new()
+        let producer: BaseProducer<LastDelivery> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("broker.address.family", "v4")
             .set("transactional.id", format!("switchboard-journal.{topic}.{partition}"))
@@ -254,22 +273,18 @@ impl KafkaJournal {
             .set("linger.ms", "0")
             .set("message.max.bytes", (MAX_RECORD_BYTES + 64 * 1024).to_string())
             .set("message.timeout.ms", WRITE_TIMEOUT.as_millis().to_string())
-            .create()
+            .create_with_context(LastDelivery::default())
             .map_err(|e| broker_error(&action, e))?;
         // Fences an older writer and settles its unfinished transaction, so
         // the tail read below is final.
         producer.init_transactions(WRITE_TIMEOUT).map_err(|e| broker_error(&action, e))?;
         let mut reader = PartitionReader::new(brokers, topic, partition).map_err(|e| broker_error(&action, e))?;
         let next_offset = last_batch(&mut reader).map_err(|e| broker_error(&action, e))?.map_or(0, |b| b.end_offset());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(|e| broker_error(&action, format!("cannot start a runtime: {e}")))?;
         Ok(Self {
             brokers: brokers.to_owned(),
             topic: topic.to_owned(),
             partition,
             producer,
-            runtime,
             next_offset,
             written: BTreeMap::new(),
             poisoned: false,
@@ -318,15 +333,18 @@ impl KafkaJournal {
 
     fn send(&mut self, payload: &[u8]) -> Result<i64, String> {
         self.producer.begin_transaction().map_err(|e| e.to_string())?;
-        let record = FutureRecord::<(), [u8]>::to(&self.topic).partition(self.partition).payload(payload);
-        let delivery = match self.producer.send_result(record) {
-            Ok(delivery) => delivery,
-            Err((e, _)) => return Err(e.to_string()),
-        };
-        let kafka_offset = match self.runtime.block_on(delivery) {
-            Ok(Ok(delivered)) => delivered.offset,
-            Ok(Err((e, _))) => return Err(e.to_string()),
-            Err(_) => return Err("the producer shut down before the delivery report".into()),
+        *self.producer.context().0.lock().unwrap() = None;
+        let record = BaseRecord::<(), [u8]>::to(&self.topic).partition(self.partition).payload(payload);
+        self.producer.send(record).map_err(|(e, _)| e.to_string())?;
+        let deadline = Instant::now() + WRITE_TIMEOUT;
+        let kafka_offset = loop {
+            if let Some(outcome) = self.producer.context().0.lock().unwrap().take() {
+                break outcome?;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no acknowledgement within {} s", WRITE_TIMEOUT.as_secs()));
+            }
+            self.producer.poll(Duration::from_millis(1));
         };
         self.producer.commit_transaction(WRITE_TIMEOUT).map_err(|e| e.to_string())?;
         Ok(kafka_offset)

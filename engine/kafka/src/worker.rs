@@ -33,7 +33,7 @@ use std::time::Duration;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use switchboard_domain::{Command, DomainState, Envelope, Rejection};
 use switchboard_live::{changes_nothing, is_configuration, timers_for, timers_from_state, Due};
@@ -200,7 +200,7 @@ struct Session<'a> {
     options: &'a WorkerOptions,
     status: &'a Status,
     consumer: BaseConsumer<RebalanceFlag>,
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: BaseProducer,
     owned: BTreeMap<i32, Partition>,
 }
 
@@ -226,7 +226,7 @@ impl<'a> Session<'a> {
             .set("fetch.wait.max.ms", "10")
             .create_with_context(RebalanceFlag::default())
             .map_err(client_error("create the engine's consumer"))?;
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", &options.brokers)
             .set("broker.address.family", "v4")
             .set("transactional.id", format!("switchboard-engine.{}", options.instance))
@@ -367,25 +367,38 @@ impl<'a> Session<'a> {
                 .send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
                 .map_err(client_error("add the consumed offsets to the transaction"))?;
         }
+        // Wait for the deliveries here, serving their reports as they come:
+        // the commit would wait for them too, but in coarser steps.
+        deliver(&self.producer)?;
         self.producer.commit_transaction(CALL_TIMEOUT).map_err(client_error("commit a transaction"))
     }
 }
 
-/// Enqueues one record, waiting while the producer's queue is full.
-fn send(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    topic: &str,
-    partition: i32,
-    key: &[u8],
-    payload: &[u8],
-) -> Result<(), Error> {
+/// Polls `producer` until every record sent is acknowledged (or failed: the
+/// commit then fails and says why).
+fn deliver(producer: &BaseProducer) -> Result<(), Error> {
+    let deadline = std::time::Instant::now() + CALL_TIMEOUT;
+    while producer.in_flight_count() > 0 {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Broker {
+                action: "deliver a transaction's records".into(),
+                reason: format!("not acknowledged within {} s", CALL_TIMEOUT.as_secs()),
+            });
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// Enqueues one record, serving delivery reports while the queue is full.
+fn send(producer: &BaseProducer, topic: &str, partition: i32, key: &[u8], payload: &[u8]) -> Result<(), Error> {
     let mut record = BaseRecord::to(topic).partition(partition).key(key).payload(payload);
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
             Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
                 record = back;
-                std::thread::sleep(Duration::from_millis(1));
+                producer.poll(Duration::from_millis(1));
             }
             Err((error, _)) => return Err(Error::client(format!("write to {topic}/{partition}"), error)),
         }

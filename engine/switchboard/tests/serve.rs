@@ -617,10 +617,6 @@ fn a_killed_engine_restarts_with_everything_acknowledged_and_no_offer_left_hangi
     // Wait past every offer deadline (quick: 700 ms) while the engine is down.
     std::thread::sleep(Duration::from_millis(900));
     let server = Server::start(data.parent().unwrap(), &log);
-    let (_, queues) = server.call("GET", "/v1/queues", Some("t-sam"), None);
-    let waiting = queues["queues"].as_array().unwrap().iter().find(|q| q["queue_id"] == "quick").unwrap()["waiting"]
-        .as_u64()
-        .unwrap();
     // An offer that expired while down times out at start-up: at once on the
     // embedded journal (before /readyz), as soon as a worker owns the
     // partition again on Kafka (after the group notices the dead member).
@@ -635,6 +631,10 @@ fn a_killed_engine_restarts_with_everything_acknowledged_and_no_offer_left_hangi
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+    let (_, queues) = server.call("GET", "/v1/queues", Some("t-sam"), None);
+    let waiting = queues["queues"].as_array().unwrap().iter().find(|q| q["queue_id"] == "quick").unwrap()["waiting"]
+        .as_u64()
+        .unwrap();
     // Every acknowledged conversation is there (waiting: none were accepted).
     assert!(waiting as usize >= acknowledged.len(), "{waiting} waiting, {} acknowledged", acknowledged.len());
     let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
