@@ -48,6 +48,9 @@ use crate::Error;
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client call may wait for the brokers.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a run of commands waits for more after its first, so that one
+/// transaction carries many decisions.
+const LINGER: Duration = Duration::from_millis(5);
 /// The most commands decided in one transaction.
 const MAX_RUN: usize = 1_000;
 
@@ -262,9 +265,9 @@ impl<'a> Session<'a> {
     fn gather(&mut self) -> Result<Vec<OwnedMessage>, Error> {
         let mut run = Vec::new();
         let mut wait = Duration::from_millis(20);
+        let mut linger_until = None;
         while run.len() < MAX_RUN {
             let polled = self.consumer.poll(wait).map(|result| result.map(|message| message.detach()));
-            wait = Duration::ZERO;
             if self.consumer.context().0.swap(false, Ordering::SeqCst) {
                 run.clear();
                 self.rebuild()?;
@@ -275,6 +278,14 @@ impl<'a> Session<'a> {
                     tracing::warn!(%error, "reading commands");
                     break;
                 }
+                None if run.is_empty() => break,
+                None => {}
+            }
+            // Once a command is in, gather what arrives within LINGER too: a
+            // transaction costs the brokers the same for one command or many.
+            let until = *linger_until.get_or_insert_with(|| std::time::Instant::now() + LINGER);
+            match until.checked_duration_since(std::time::Instant::now()) {
+                Some(left) => wait = left.min(Duration::from_millis(1)),
                 None => break,
             }
         }

@@ -59,6 +59,9 @@ impl Timings {
         let Some(event) = &envelope.event else { return };
         let domain = envelope.domain.clone();
         counter!("switchboard_events_total", "domain" => domain.clone(), "kind" => event_name(event)).increment(1);
+        // The log's volume: what a Kafka deployment must size its topics for.
+        counter!("switchboard_event_bytes_total", "domain" => domain.clone())
+            .increment(prost::Message::encoded_len(envelope) as u64);
         let key = |conversation: &str| (domain.clone(), conversation.to_owned());
         match event {
             Event::ConversationCreated(e) => {
