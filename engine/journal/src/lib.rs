@@ -34,13 +34,13 @@ pub type Record = (u64, Vec<u8>);
 /// Records from a start offset to the end of the journal as it was when the
 /// iterator was made. After the first `Err` it yields nothing more.
 ///
-/// Boxed so that [`Journal`] stays object-safe and a Kafka journal can return
+/// Boxed so that [`Journal`] stays object-safe and the Kafka journal can return
 /// its own iterator type.
 pub type RecordIter = Box<dyn Iterator<Item = Result<Record, JournalError>> + Send>;
 
 /// An append-only, durable log of byte records with dense offsets from 0.
 ///
-/// Implemented by [`EmbeddedJournal`] and, later, by a Kafka-backed journal;
+/// Implemented by [`EmbeddedJournal`] and by `switchboard_kafka::KafkaJournal`;
 /// [`conformance`] (feature `conformance`) checks any implementation.
 pub trait Journal {
     /// Appends `records` in order as one durable, atomic batch and returns
