@@ -33,6 +33,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an append or open waits for the broker before giving up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A record's key and value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// What one fetch may carry: the largest record plus room for its framing.
 const FETCH_BYTES: usize = MAX_RECORD_BYTES + 64 * 1024;
 
@@ -109,8 +112,9 @@ impl PartitionReader {
         self.consumer.assign(&list).map_err(|e| Error::client(format!("read {}/{}", self.topic, self.partition), e))
     }
 
-    /// The next committed batch before Kafka offset `end`, or `None` at the end.
-    fn next_batch(&mut self, end: i64) -> Result<Option<Batch>, Error> {
+    /// The next committed record before Kafka offset `end` (its offset, key
+    /// and value), or `None` at the end.
+    fn next_record(&mut self, end: i64) -> Result<Option<(i64, KeyValue)>, Error> {
         let deadline = Instant::now() + READ_TIMEOUT;
         loop {
             match self.consumer.poll(Duration::from_millis(100)) {
@@ -125,10 +129,19 @@ impl PartitionReader {
                 Some(Err(e)) => return Err(Error::client(format!("read {}/{}", self.topic, self.partition), e)),
                 Some(Ok(message)) if message.offset() >= end => return Ok(None),
                 Some(Ok(message)) => {
-                    let payload = message.payload().unwrap_or_default();
-                    return decode(payload, &self.topic, self.partition, message.offset()).map(Some);
+                    let key = message.key().unwrap_or_default().to_vec();
+                    let value = message.payload().unwrap_or_default().to_vec();
+                    return Ok(Some((message.offset(), (key, value))));
                 }
             }
+        }
+    }
+
+    /// The next committed batch before Kafka offset `end`, or `None` at the end.
+    fn next_batch(&mut self, end: i64) -> Result<Option<Batch>, Error> {
+        match self.next_record(end)? {
+            Some((offset, (_, value))) => decode(&value, &self.topic, self.partition, offset).map(Some),
+            None => Ok(None),
         }
     }
 }
@@ -149,14 +162,15 @@ fn decode(payload: &[u8], topic: &str, partition: i32, kafka_offset: i64) -> Res
     })
 }
 
-/// Every committed batch of `topic`/`partition` from Kafka offset `from` to
-/// the end as it is now, in order. For replay and for rebuilding a shard.
-pub fn read_batches(
+/// Reads `topic`/`partition` from Kafka offset `from` to its end as it is
+/// now, with `next` taking one item off the reader.
+fn read_until_end<T>(
     brokers: &str,
     topic: &str,
     partition: i32,
     from: i64,
-) -> Result<impl Iterator<Item = Result<Batch, Error>> + Send, Error> {
+    next: impl Fn(&mut PartitionReader, i64) -> Result<Option<T>, Error> + Send,
+) -> Result<impl Iterator<Item = Result<T, Error>> + Send, Error> {
     let mut reader = PartitionReader::new(brokers, topic, partition)?;
     let (low, end) = reader.watermarks()?;
     let start = from.max(low);
@@ -168,8 +182,8 @@ pub fn read_batches(
         if done {
             return None;
         }
-        match reader.next_batch(end) {
-            Ok(Some(batch)) => Some(Ok(batch)),
+        match next(&mut reader, end) {
+            Ok(Some(item)) => Some(Ok(item)),
             Ok(None) => {
                 done = true;
                 None
@@ -180,6 +194,30 @@ pub fn read_batches(
             }
         }
     }))
+}
+
+/// Every committed batch of `topic`/`partition` from Kafka offset `from` to
+/// the end as it is now, in order. For replay and for rebuilding a shard.
+pub fn read_batches(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    from: i64,
+) -> Result<impl Iterator<Item = Result<Batch, Error>> + Send, Error> {
+    read_until_end(brokers, topic, partition, from, PartitionReader::next_batch)
+}
+
+/// Every committed record of `topic`/`partition` from Kafka offset `from` to
+/// the end as it is now, as (key, value).
+pub fn read_records(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    from: i64,
+) -> Result<impl Iterator<Item = Result<KeyValue, Error>> + Send, Error> {
+    read_until_end(brokers, topic, partition, from, |reader, end| {
+        Ok(reader.next_record(end)?.map(|(_, record)| record))
+    })
 }
 
 /// The number of partitions of `topic`, or [`Error::MissingTopic`].

@@ -14,12 +14,20 @@ pub struct KafkaSettings {
     /// The topics.
     #[serde(default)]
     pub topics: TopicLayout,
+    /// Events a partition's owner writes between two snapshots of its
+    /// states (0: never), so that a new owner folds only the tail.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
 }
 
 impl Default for KafkaSettings {
     fn default() -> Self {
-        Self { brokers: default_brokers(), topics: TopicLayout::default() }
+        Self { brokers: default_brokers(), topics: TopicLayout::default(), snapshot_every: default_snapshot_every() }
     }
+}
+
+fn default_snapshot_every() -> u64 {
+    50_000
 }
 
 fn default_brokers() -> String {

@@ -69,6 +69,8 @@ pub struct WorkerOptions {
     /// How many recent command ids each domain remembers, so a command sent
     /// twice is decided once.
     pub idempotency_window: usize,
+    /// Events between two snapshots of a partition (0: never).
+    pub snapshot_every: u64,
 }
 
 impl WorkerOptions {
@@ -80,6 +82,7 @@ impl WorkerOptions {
             group: "switchboard-engine".to_owned(),
             instance: instance.into(),
             idempotency_window: 10_000,
+            snapshot_every: 50_000,
         }
     }
 }
@@ -91,6 +94,8 @@ struct Status {
     owned: Mutex<Vec<i32>>,
     /// The last session's error, until a session runs cleanly.
     failure: Mutex<Option<String>>,
+    /// Partitions rebuilt from a snapshot (plus the tail after it).
+    from_snapshots: std::sync::atomic::AtomicU64,
     stop: AtomicBool,
 }
 
@@ -127,6 +132,11 @@ impl Worker {
     /// The partitions this worker serves now.
     pub fn owned_partitions(&self) -> Vec<i32> {
         self.status.owned.lock().unwrap().clone()
+    }
+
+    /// How many partition rebuilds started from a snapshot.
+    pub fn rebuilds_from_snapshots(&self) -> u64 {
+        self.status.from_snapshots.load(Ordering::SeqCst)
     }
 
     /// Why the last session failed, if the worker has not recovered yet.
@@ -196,6 +206,29 @@ struct Partition {
     /// Journal offset of the next event written to `events` for this partition.
     next_offset: u64,
     timers: BTreeSet<Due>,
+    /// `next_offset` when the last snapshot was taken (or the rebuild began).
+    snapshot_at: u64,
+}
+
+/// A partition's states as of a point in its `events`, in the `snapshots`
+/// topic under the key `<events topic>/<partition>`. JSON, like the
+/// embedded engine's snapshots: states hold maps with string keys.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    /// Format version; a reader skips a snapshot of a version it does not know.
+    version: u32,
+    /// Kafka offset in `events` to read on from: everything before is folded in.
+    resume_at: i64,
+    /// Journal offset of the next event.
+    next_offset: u64,
+    /// Each domain's state and recent command ids.
+    domains: BTreeMap<String, (DomainState, Vec<String>)>,
+}
+
+const SNAPSHOT_VERSION: u32 = 1;
+
+fn snapshot_key(events: &str, partition: i32) -> String {
+    format!("{events}/{partition}")
 }
 
 /// One consumer and one transactional producer, from start to first error.
@@ -254,6 +287,7 @@ impl<'a> Session<'a> {
                 continue;
             }
             self.decide_in_transaction(run, due, now)?;
+            self.snapshot_if_due()?;
             *self.status.failure.lock().unwrap() = None;
         }
         Ok(())
@@ -303,20 +337,70 @@ impl<'a> Session<'a> {
         // Waits until no transaction of a previous owner is pending on these
         // partitions, so the events read below are all there will be.
         self.consumer.committed(CALL_TIMEOUT).map_err(client_error("read the committed offsets"))?;
-        let now = now_ms();
         for element in assignment.elements() {
             let partition = element.partition();
-            let state = rebuild_partition(self.options, partition, now)?;
+            let (state, from_snapshot) = rebuild_partition(self.options, partition)?;
+            if from_snapshot {
+                self.status.from_snapshots.fetch_add(1, Ordering::SeqCst);
+            }
             tracing::info!(
                 partition,
                 domains = state.domains.len(),
                 next_offset = state.next_offset,
+                from_snapshot,
                 "partition rebuilt"
             );
             self.owned.insert(partition, state);
         }
         *self.status.owned.lock().unwrap() = self.owned.keys().copied().collect();
         Ok(())
+    }
+
+    /// Writes a snapshot of every owned partition that has written
+    /// `snapshot_every` events since its last one, in a transaction of its
+    /// own after the decisions it covers are committed.
+    fn snapshot_if_due(&mut self) -> Result<(), Error> {
+        let every = self.options.snapshot_every;
+        if every == 0 {
+            return Ok(());
+        }
+        let due: Vec<i32> =
+            self.owned.iter().filter(|(_, p)| p.next_offset >= p.snapshot_at + every).map(|(&p, _)| p).collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let topics = &self.options.topics;
+        self.producer.begin_transaction().map_err(client_error("begin a snapshot transaction"))?;
+        for partition in due {
+            // This process alone writes the partition, and its decisions are
+            // committed: the end of the partition is where a reader resumes.
+            let (_, resume_at) = self
+                .consumer
+                .fetch_watermarks(&topics.events, partition, CALL_TIMEOUT)
+                .map_err(client_error("read the end of the events partition"))?;
+            let state = self.owned.get_mut(&partition).expect("due partitions are owned");
+            let snapshot = Snapshot {
+                version: SNAPSHOT_VERSION,
+                resume_at,
+                next_offset: state.next_offset,
+                domains: state
+                    .domains
+                    .iter()
+                    .map(|(id, d)| (id.clone(), (d.state.clone(), d.recent.iter().cloned().collect())))
+                    .collect(),
+            };
+            state.snapshot_at = state.next_offset;
+            let body = serde_json::to_vec(&snapshot)
+                .map_err(|e| Error::Broker { action: "encode a snapshot".into(), reason: e.to_string() })?;
+            if body.len() > MAX_RECORD_BYTES {
+                tracing::warn!(partition, bytes = body.len(), "snapshot too large for one record; skipped");
+                continue;
+            }
+            let key = snapshot_key(&topics.events, partition);
+            send(&self.producer, &topics.snapshots, 0, key.as_bytes(), &body)?;
+        }
+        deliver(&self.producer)?;
+        self.producer.commit_transaction(CALL_TIMEOUT).map_err(client_error("commit a snapshot"))
     }
 
     /// Timer commands now due, taken off their partitions' queues.
@@ -480,12 +564,51 @@ fn decide(state: &mut Partition, mut command: Command, now: i64, window: usize) 
     Some(batch)
 }
 
-/// Folds `events` *partition* into the states of its domains, and arms the
-/// timers they call for.
-fn rebuild_partition(options: &WorkerOptions, partition: i32, _now: i64) -> Result<Partition, Error> {
+/// The newest readable snapshot of `partition`, if any.
+fn latest_snapshot(options: &WorkerOptions, partition: i32) -> Result<Option<Snapshot>, Error> {
+    let key = snapshot_key(&options.topics.events, partition);
+    let mut latest = None;
+    for record in crate::journal::read_records(&options.brokers, &options.topics.snapshots, 0, 0)? {
+        let (record_key, body) = record?;
+        if record_key == key.as_bytes() {
+            latest = Some(body);
+        }
+    }
+    Ok(latest.and_then(|body| match serde_json::from_slice::<Snapshot>(&body) {
+        Ok(snapshot) if snapshot.version == SNAPSHOT_VERSION => Some(snapshot),
+        Ok(snapshot) => {
+            tracing::warn!(partition, version = snapshot.version, "snapshot of an unknown version; folding all events");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(partition, %error, "unreadable snapshot; folding all events");
+            None
+        }
+    }))
+}
+
+/// Rebuilds the states of `partition`'s domains: from its newest snapshot
+/// and the events after it, or from all its events; then arms the timers
+/// they call for. Returns whether a snapshot was used.
+fn rebuild_partition(options: &WorkerOptions, partition: i32) -> Result<(Partition, bool), Error> {
     let mut state = Partition::default();
+    let mut resume_at = 0;
+    let snapshot = if options.snapshot_every > 0 { latest_snapshot(options, partition)? } else { None };
+    let from_snapshot = snapshot.is_some();
+    if let Some(snapshot) = snapshot {
+        resume_at = snapshot.resume_at;
+        state.next_offset = snapshot.next_offset;
+        for (id, (domain_state, recent)) in snapshot.domains {
+            let mut domain = Domain::new(&id);
+            domain.state = domain_state;
+            for command_id in recent {
+                domain.remember(command_id, options.idempotency_window);
+            }
+            state.domains.insert(id, domain);
+        }
+    }
     let topic = &options.topics.events;
-    for batch in read_batches(&options.brokers, topic, partition, 0)? {
+    for batch in read_batches(&options.brokers, topic, partition, resume_at)? {
         let batch = batch?;
         let mut domain_of_batch = None;
         for bytes in &batch.records {
@@ -509,9 +632,10 @@ fn rebuild_partition(options: &WorkerOptions, partition: i32, _now: i64) -> Resu
         }
         state.next_offset = state.next_offset.max(batch.end_offset());
     }
+    state.snapshot_at = state.next_offset;
     let timers: Vec<Due> = state.domains.values().flat_map(|d| timers_from_state(&d.state)).collect();
     state.timers.extend(timers);
-    Ok(state)
+    Ok((state, from_snapshot))
 }
 
 fn now_ms() -> i64 {

@@ -47,6 +47,24 @@ impl Backend {
         }
     }
 
+    /// On Kafka, why the worker's last session failed, until one runs cleanly.
+    pub fn worker_failure(&self) -> Option<String> {
+        match self {
+            Backend::Embedded(_) => None,
+            Backend::Kafka { worker, .. } => worker.lock().unwrap().as_ref().and_then(Worker::failure),
+        }
+    }
+
+    /// On Kafka, how many partition rebuilds started from a snapshot.
+    pub fn rebuilds_from_snapshots(&self) -> Option<u64> {
+        match self {
+            Backend::Embedded(_) => None,
+            Backend::Kafka { worker, .. } => {
+                Some(worker.lock().unwrap().as_ref().map_or(0, Worker::rebuilds_from_snapshots))
+            }
+        }
+    }
+
     /// Has `command` decided; its events once they are durable in the log.
     pub async fn submit(&self, command: Command) -> Result<Vec<Envelope>, ApiError> {
         match self {

@@ -106,7 +106,7 @@ pub async fn run(config: Config, log: LogChoice, listen: &str) -> Result<(), Ser
 /// configuration (a command that would change nothing writes nothing, so
 /// every process and every restart may submit it).
 async fn start_on_kafka(config: &Config, settings: KafkaSettings, instance: &str) -> Result<Backend, ServeError> {
-    let KafkaSettings { brokers, topics } = settings;
+    let KafkaSettings { brokers, topics, snapshot_every } = settings;
     let edge = {
         let (brokers, topics) = (brokers.clone(), topics.clone());
         tokio::task::spawn_blocking(move || Edge::start(&brokers, topics, 65_536))
@@ -123,7 +123,7 @@ async fn start_on_kafka(config: &Config, settings: KafkaSettings, instance: &str
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let worker = Worker::start(WorkerOptions::new(brokers, topics, instance));
+    let worker = Worker::start(WorkerOptions { snapshot_every, ..WorkerOptions::new(brokers, topics, instance) });
     let backend = Backend::Kafka { edge, worker: Arc::new(std::sync::Mutex::new(Some(worker))) };
     for command in config.configuration_commands() {
         let command_id = command.command_id.clone();
