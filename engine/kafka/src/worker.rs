@@ -50,7 +50,7 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a run of commands waits for more after its first, so that one
 /// transaction carries many decisions.
-const LINGER: Duration = Duration::from_millis(5);
+const LINGER: Duration = Duration::from_millis(20);
 /// The most commands decided in one transaction.
 const MAX_RUN: usize = 1_000;
 
