@@ -63,6 +63,39 @@ pub fn next_choice(state: &DomainState) -> Option<Choice> {
     None
 }
 
+/// The queue's members that are known agents, with their place in the
+/// member list, in id order.
+///
+/// Members and agents are both ordered by id, so when the members are a fair
+/// share of the agents one walk over both finds them all, a comparison or
+/// two per member, where searching the agents for each member costs a
+/// dozen: this runs for every offer, over every member of the queue.
+fn members_with_agents<'a>(
+    state: &'a DomainState,
+    queue: &'a Queue,
+) -> impl Iterator<Item = (usize, &'a AgentId, &'a Agent)> + 'a {
+    let walk = queue.members.len().saturating_mul(8) >= state.agents.len();
+    let mut agents = state.agents.iter().peekable();
+    queue.members.iter().enumerate().filter_map(move |(position, member)| {
+        if !walk {
+            return state.agents.get_key_value(member).map(|(id, agent)| (position, id, agent));
+        }
+        while let Some((id, agent)) = agents.peek().copied() {
+            match id.cmp(member) {
+                std::cmp::Ordering::Less => {
+                    agents.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    agents.next();
+                    return Some((position, id, agent));
+                }
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
+    })
+}
+
 /// Picks the agent of `queue` for `conversation_id` by the queue's strategy.
 fn choose_agent(
     state: &DomainState,
@@ -74,11 +107,7 @@ fn choose_agent(
     let strategy = queue.strategy();
     let members = queue.members.len().max(1) as i64;
     let last_offered = queue.last_offered.as_ref().and_then(|last| queue.members.iter().position(|m| m == last));
-    let mut candidates: Vec<Candidate> = queue
-        .members
-        .iter()
-        .enumerate()
-        .filter_map(|(position, id)| state.agents.get_key_value(id).map(|(id, agent)| (position, id, agent)))
+    let mut candidates: Vec<Candidate> = members_with_agents(state, queue)
         .map(|(position, agent_id, agent)| {
             let (load, capacity) = (agent.load(channel), agent.capacity(channel));
             let passed_over = if agent.status != AgentStatus::Available {
@@ -171,6 +200,43 @@ mod tests {
         assert_eq!(decision.chosen_free_since_ms, 1_000);
         let reasons: Vec<_> = decision.passed_over.iter().map(|p| (p.agent_id.as_str(), p.reason())).collect();
         assert_eq!(reasons, [("amy", PassedOverReason::ShorterIdleTime), ("cid", PassedOverReason::NotAvailable)]);
+    }
+
+    #[test]
+    fn members_are_found_among_the_agents_by_walking_or_by_searching() {
+        let agent = |name: &str| Agent {
+            name: name.into(),
+            capacities: Default::default(),
+            queues: Default::default(),
+            status: AgentStatus::Available,
+            idle_reason: String::new(),
+            free_since_ms: 0,
+            holdings: Default::default(),
+            loads: Default::default(),
+        };
+        let queue = |members: &[&str]| Queue {
+            config: Default::default(),
+            waiting: Default::default(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+            last_offered: None,
+        };
+        let found = |state: &DomainState, queue: &Queue| -> Vec<(usize, String)> {
+            members_with_agents(state, queue).map(|(position, id, agent)| (position, agent.name.clone() + id)).collect()
+        };
+        let mut state = DomainState::new("d");
+        for id in ["a1", "a2", "a3", "b1", "c1"] {
+            state.agents.insert(id.into(), agent(id));
+        }
+        // Many members: one walk over both; members that are no agent keep their place but are left out.
+        let many = queue(&["a0", "a2", "a3", "b0", "c1", "z9"]);
+        assert_eq!(found(&state, &many), [(1, "a2a2".into()), (2, "a3a3".into()), (4, "c1c1".into())]);
+        // Few members among many agents: searched one by one, with the same result.
+        for i in 0..100 {
+            state.agents.insert(format!("x{i:03}"), agent("x"));
+        }
+        let few = queue(&["a0", "a3", "x050"]);
+        assert_eq!(found(&state, &few), [(1, "a3a3".into()), (2, "xx050".into())]);
+        assert_eq!(found(&state, &many), [(1, "a2a2".into()), (2, "a3a3".into()), (4, "c1c1".into())]);
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub async fn init(brokers: &str, layout: &TopicLayout) -> Result<InitReport, Err
         let shape = match existing.get(&spec.name) {
             Some(&shape) => shape,
             None if create(&admin, &options, spec).await? => {
+                // Done means usable: wait until the cluster's metadata shows
+                // the new topic, or a client started right after would not
+                // find it.
+                shape_when_visible(&admin, spec).await?;
                 report.topics.push((spec.clone(), TopicOutcome::Created));
                 continue;
             }

@@ -153,26 +153,50 @@ pub struct Resume {
 /// queue's name, the customer and source as the channel gives them, and
 /// how long the customer has waited since arriving.
 fn frame(state: &ApiState, envelope: &Envelope) -> String {
-    let mut frame = serde_json::json!({ "sequence": envelope.sequence, "event": envelope });
-    if let Some(Event::ConversationOffered(offer)) = &envelope.event {
-        let key = (envelope.domain.clone(), offer.conversation_id.clone());
-        let arrival = state.feed.arrivals.lock().expect("feed lock").get(&key).cloned();
-        let queue_name = state
-            .config
-            .tenant(&envelope.domain)
-            .and_then(|t| t.queues.iter().find(|q| q.id == offer.queue_id))
-            .map_or(offer.queue_id.clone(), |q| if q.name.is_empty() { q.id.clone() } else { q.name.clone() });
-        frame["offer"] = serde_json::json!({
-            "offer_id": offer.offer_id,
-            "conversation_id": offer.conversation_id,
-            "queue_id": offer.queue_id,
-            "queue_name": queue_name,
-            "deadline_ms": offer.deadline_ms,
-            "waited_ms": arrival.as_ref().map(|a| envelope.at_ms - a.arrived_at_ms),
-            "arrival": arrival,
-        });
-    }
-    frame.to_string()
+    let offer = match &envelope.event {
+        Some(Event::ConversationOffered(offer)) => {
+            let key = (envelope.domain.clone(), offer.conversation_id.clone());
+            let arrival = state.feed.arrivals.lock().expect("feed lock").get(&key).cloned();
+            let queue_name = state
+                .config
+                .tenant(&envelope.domain)
+                .and_then(|t| t.queues.iter().find(|q| q.id == offer.queue_id))
+                .map_or(offer.queue_id.as_str(), |q| if q.name.is_empty() { &q.id } else { &q.name });
+            Some(OfferPopover {
+                offer_id: &offer.offer_id,
+                conversation_id: &offer.conversation_id,
+                queue_id: &offer.queue_id,
+                queue_name,
+                deadline_ms: offer.deadline_ms,
+                waited_ms: arrival.as_ref().map(|a| envelope.at_ms - a.arrived_at_ms),
+                arrival,
+            })
+        }
+        _ => None,
+    };
+    let frame = Frame { sequence: envelope.sequence, event: envelope, offer };
+    serde_json::to_string(&frame).expect("a frame always serializes")
+}
+
+/// What [`frame`] writes; serialized straight from the envelope, without a
+/// `serde_json::Value` tree in between.
+#[derive(serde::Serialize)]
+struct Frame<'a> {
+    sequence: u64,
+    event: &'a Envelope,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offer: Option<OfferPopover<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct OfferPopover<'a> {
+    offer_id: &'a str,
+    conversation_id: &'a str,
+    queue_id: &'a str,
+    queue_name: &'a str,
+    deadline_ms: i64,
+    waited_ms: Option<i64>,
+    arrival: Option<Arrival>,
 }
 
 /// `GET /v1/agents/me/ws`: the agent's push channel.
@@ -296,13 +320,26 @@ async fn take_commands(
             Err((request_id, error)) => (request_id, Err(error)),
         };
         let reply = match outcome {
-            Ok(events) => serde_json::json!({ "reply_to": request_id, "events": events }),
-            Err(error) => serde_json::json!({ "reply_to": request_id, "error": error.body() }),
+            Ok(events) => serde_json::to_string(&Reply { reply_to: &request_id, events: Some(&events), error: None }),
+            Err(error) => {
+                serde_json::to_string(&Reply { reply_to: &request_id, events: None, error: Some(error.body()) })
+            }
         };
-        if session.text(reply.to_string()).await.is_err() {
+        let reply = reply.expect("a reply always serializes");
+        if session.text(reply).await.is_err() {
             break;
         }
     }
+}
+
+/// The answer to one socket command: `events`, or `error`.
+#[derive(serde::Serialize)]
+struct Reply<'a> {
+    reply_to: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<&'a [Envelope]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<serde_json::Value>,
 }
 
 fn parse_request(text: &str) -> Result<(String, super::AgentRequest), (String, ApiError)> {

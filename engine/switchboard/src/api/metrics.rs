@@ -3,11 +3,11 @@
 //! depth, oldest wait, agents by state) are read from the state at scrape
 //! time, so they are never stale.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use actix_web::HttpResponse;
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use switchboard_domain::{channel, event_name};
 use switchboard_proto::v1::envelope::Event;
@@ -47,21 +47,46 @@ impl Metrics {
     }
 }
 
-/// Start times kept until the matching end, for the histograms.
+/// Start times kept until the matching end, for the histograms, and the
+/// handles of the per-event series.
 #[derive(Default)]
 struct Timings {
-    created_ms: BTreeMap<(String, String), i64>,
-    accepted_ms: BTreeMap<(String, String), i64>,
+    created_ms: HashMap<(String, String), i64>,
+    accepted_ms: HashMap<(String, String), i64>,
+    /// Every event counts once: looking its labelled series up in the
+    /// registry each time (building the key, hashing the labels) cost more
+    /// than the rest of following the events, so each series' handle is
+    /// kept once made. By domain, then kind.
+    events: HashMap<String, HashMap<&'static str, Counter>>,
+    /// The log's volume by domain (encoded envelope bytes): what a Kafka
+    /// deployment must size its topics for.
+    event_bytes: HashMap<String, Counter>,
+    /// By domain.
+    speed_of_answer: HashMap<String, Histogram>,
+    /// By domain.
+    handle_time: HashMap<String, Histogram>,
 }
 
 impl Timings {
     fn observe(&mut self, envelope: &Envelope) {
         let Some(event) = &envelope.event else { return };
-        let domain = envelope.domain.clone();
-        counter!("switchboard_events_total", "domain" => domain.clone(), "kind" => event_name(event)).increment(1);
-        // The log's volume: what a Kafka deployment must size its topics for.
-        counter!("switchboard_event_bytes_total", "domain" => domain.clone())
-            .increment(prost::Message::encoded_len(envelope) as u64);
+        let domain = &envelope.domain;
+        let kind = event_name(event);
+        if !self.events.contains_key(domain) {
+            self.events.insert(domain.clone(), HashMap::new());
+        }
+        let by_kind = self.events.get_mut(domain).expect("inserted above");
+        by_kind
+            .entry(kind)
+            .or_insert_with(|| counter!("switchboard_events_total", "domain" => domain.clone(), "kind" => kind))
+            .increment(1);
+        if !self.event_bytes.contains_key(domain) {
+            let bytes = counter!("switchboard_event_bytes_total", "domain" => domain.clone());
+            self.event_bytes.insert(domain.clone(), bytes);
+        }
+        if let Some(bytes) = self.event_bytes.get(domain) {
+            bytes.increment(prost::Message::encoded_len(envelope) as u64);
+        }
         let key = |conversation: &str| (domain.clone(), conversation.to_owned());
         match event {
             Event::ConversationCreated(e) => {
@@ -69,7 +94,7 @@ impl Timings {
             }
             Event::OfferAccepted(e) if e.kind() == OfferKind::Routed => {
                 if let Some(created) = self.created_ms.remove(&key(&e.conversation_id)) {
-                    histogram!("switchboard_speed_of_answer_seconds", "domain" => domain.clone())
+                    per_domain(&mut self.speed_of_answer, domain, "switchboard_speed_of_answer_seconds")
                         .record((envelope.at_ms - created) as f64 / 1000.0);
                 }
                 self.accepted_ms.entry(key(&e.conversation_id)).or_insert(envelope.at_ms);
@@ -77,11 +102,12 @@ impl Timings {
             Event::ConversationEnded(e) => {
                 self.created_ms.remove(&key(&e.conversation_id));
                 if let Some(accepted) = self.accepted_ms.remove(&key(&e.conversation_id)) {
-                    histogram!("switchboard_handle_time_seconds", "domain" => domain.clone())
+                    per_domain(&mut self.handle_time, domain, "switchboard_handle_time_seconds")
                         .record((envelope.at_ms - accepted) as f64 / 1000.0);
                 }
             }
             Event::WrapUpSubmitted(e) => {
+                // Reasons are free text of the configuration: not worth a handle each.
                 for reason in &e.reasons {
                     counter!("switchboard_wrap_ups_total", "domain" => domain.clone(), "reason" => reason.clone())
                         .increment(1);
@@ -94,6 +120,14 @@ impl Timings {
             _ => {}
         }
     }
+}
+
+/// `domain`'s histogram `name` from `handles`, registered the first time.
+fn per_domain<'a>(handles: &'a mut HashMap<String, Histogram>, domain: &str, name: &'static str) -> &'a Histogram {
+    if !handles.contains_key(domain) {
+        handles.insert(domain.to_owned(), histogram!(name, "domain" => domain.to_owned()));
+    }
+    &handles[domain]
 }
 
 /// `GET /metrics`.
@@ -125,4 +159,60 @@ pub async fn scrape(state: Data) -> HttpResponse {
         }
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.handle.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_proto::v1::{envelope, ConversationCreated, ConversationEnded, OfferAccepted};
+
+    use super::*;
+
+    fn envelope(domain: &str, at_ms: i64, event: envelope::Event) -> Envelope {
+        Envelope { domain: domain.into(), at_ms, event: Some(event), ..Default::default() }
+    }
+
+    #[test]
+    fn kept_handles_count_every_event_of_their_series() {
+        // given a recorder of this test's own and events of two domains
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let rendered = recorder.handle();
+        let created = |id: &str| {
+            envelope::Event::ConversationCreated(ConversationCreated {
+                conversation_id: id.into(),
+                ..Default::default()
+            })
+        };
+        let accepted = envelope::Event::OfferAccepted(OfferAccepted {
+            conversation_id: "c1".into(),
+            kind: OfferKind::Routed as i32,
+            ..Default::default()
+        });
+        let ended = envelope::Event::ConversationEnded(ConversationEnded {
+            conversation_id: "c1".into(),
+            ..Default::default()
+        });
+
+        // when they are observed, the series' handles being made on first use and kept
+        metrics::with_local_recorder(&recorder, || {
+            let mut timings = Timings::default();
+            for event in [created("c1"), created("c2"), accepted, ended] {
+                timings.observe(&envelope("a", 1_000, event));
+            }
+            timings.observe(&envelope("b", 1_000, created("c1")));
+            timings.observe(&envelope("a", 9_000, created("c3")));
+        });
+
+        // then every event counted in its own series, and the timings were recorded
+        let text = rendered.render();
+        for line in [
+            "switchboard_events_total{domain=\"a\",kind=\"ConversationCreated\"} 3",
+            "switchboard_events_total{domain=\"a\",kind=\"OfferAccepted\"} 1",
+            "switchboard_events_total{domain=\"a\",kind=\"ConversationEnded\"} 1",
+            "switchboard_events_total{domain=\"b\",kind=\"ConversationCreated\"} 1",
+            "switchboard_speed_of_answer_seconds_count{domain=\"a\"} 1",
+            "switchboard_handle_time_seconds_count{domain=\"a\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
 }
