@@ -23,7 +23,7 @@ use switchboard_domain::{Command, DomainState, Envelope};
 use switchboard_proto::v1::JournalBatch;
 use tokio::sync::{broadcast, oneshot};
 
-use crate::journal::partition_count;
+use crate::journal::{partition_count, read_committed_config};
 use crate::layout::TopicLayout;
 use crate::Error;
 
@@ -88,17 +88,8 @@ impl Edge {
             .set("linger.ms", "1")
             .create()
             .map_err(|e| Error::client("create the command producer", e))?;
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("broker.address.family", "v4")
-            .set("group.id", "switchboard-edge")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
+        let consumer: BaseConsumer = read_committed_config(brokers, "switchboard-edge")
             .set("fetch.wait.max.ms", "10")
-            .set("fetch.message.max.bytes", "16842752")
-            .set("fetch.max.bytes", "16842752")
-            .set("receive.message.max.bytes", "17891328")
             .create()
             .map_err(|e| Error::client("create the events reader", e))?;
         let mut all = TopicPartitionList::new();

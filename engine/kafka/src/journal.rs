@@ -39,6 +39,26 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// What one fetch may carry: the largest record plus room for its framing.
 const FETCH_BYTES: usize = MAX_RECORD_BYTES + 64 * 1024;
 
+/// What every reader of Switchboard's topics shares: committed records only,
+/// the end of a partition reported, no offsets committed (positions are the
+/// reader's own), and fetches large enough for the largest record.
+pub(crate) fn read_committed_config(brokers: &str, group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("broker.address.family", "v4")
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        // A batch larger than the fetch size would read as the end of the
+        // partition, so every fetch must be able to carry the largest one.
+        .set("fetch.message.max.bytes", FETCH_BYTES.to_string())
+        .set("fetch.max.bytes", FETCH_BYTES.to_string())
+        .set("receive.message.max.bytes", (FETCH_BYTES + 1024 * 1024).to_string());
+    config
+}
+
 /// One record of an events partition, decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
@@ -75,21 +95,9 @@ impl PartitionReader {
     }
 
     fn consumer(brokers: &str) -> Result<BaseConsumer, Error> {
-        ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("broker.address.family", "v4")
-            // Never used to commit: positions are the journal's, not a group's.
-            .set("group.id", "switchboard-reader")
-            .set("enable.auto.commit", "false")
+        read_committed_config(brokers, "switchboard-reader")
             .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "error")
-            // A batch larger than the fetch size would read as the end of the
-            // partition, so every fetch must be able to carry the largest one.
-            .set("fetch.message.max.bytes", FETCH_BYTES.to_string())
-            .set("fetch.max.bytes", FETCH_BYTES.to_string())
-            .set("receive.message.max.bytes", (FETCH_BYTES + 1024 * 1024).to_string())
             .create()
             .map_err(|e| Error::client("create a consumer", e))
     }

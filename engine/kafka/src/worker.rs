@@ -24,7 +24,7 @@
 //! producer, with the same transactional id, fences and aborts whatever the
 //! old one had open) and starts again from the committed offsets.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -36,7 +36,7 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use switchboard_domain::{Command, DomainState, Envelope, Rejection};
-use switchboard_live::{changes_nothing, is_configuration, timers_for, timers_from_state, Due};
+use switchboard_live::{is_configuration, timers_from_state, Decision, DomainEntry, Due, Mode};
 use switchboard_proto::v1::{CommandRefused, JournalBatch};
 
 use crate::journal::read_batches;
@@ -171,38 +171,10 @@ impl ConsumerContext for RebalanceFlag {
     }
 }
 
-/// One routing domain of an owned partition.
-struct Domain {
-    state: DomainState,
-    /// Recent command ids, oldest first, to decide a repeated command once.
-    recent: VecDeque<String>,
-    seen: HashSet<String>,
-    /// Set when the domain hit an internal error: its state may not match
-    /// its log any more, so it takes no commands until rebuilt.
-    broken: Option<String>,
-}
-
-impl Domain {
-    fn new(domain: &str) -> Self {
-        Domain { state: DomainState::new(domain), recent: VecDeque::new(), seen: HashSet::new(), broken: None }
-    }
-
-    fn remember(&mut self, command_id: String, window: usize) {
-        if self.seen.insert(command_id.clone()) {
-            self.recent.push_back(command_id);
-            while self.recent.len() > window {
-                if let Some(old) = self.recent.pop_front() {
-                    self.seen.remove(&old);
-                }
-            }
-        }
-    }
-}
-
 /// The state of one owned partition.
 #[derive(Default)]
 struct Partition {
-    domains: BTreeMap<String, Domain>,
+    domains: BTreeMap<String, DomainEntry>,
     /// Journal offset of the next event written to `events` for this partition.
     next_offset: u64,
     timers: BTreeSet<Due>,
@@ -386,7 +358,10 @@ impl<'a> Session<'a> {
                 domains: state
                     .domains
                     .iter()
-                    .map(|(id, d)| (id.clone(), (d.state.clone(), d.recent.iter().cloned().collect())))
+                    .map(|(id, d)| {
+                        let recent = d.recent.entries().into_iter().map(|(command_id, _)| command_id).collect();
+                        (id.clone(), (d.state.clone(), recent))
+                    })
                     .collect(),
             };
             state.snapshot_at = state.next_offset;
@@ -500,66 +475,45 @@ fn send(producer: &BaseProducer, topic: &str, partition: i32, key: &[u8], payloa
     }
 }
 
-/// Decides one command against its partition's state: the batch to write,
+/// Decides one command against its partition's state (as the embedded
+/// engine's shards do, through [`DomainEntry::decide`]): the batch to write,
 /// or `None` for a command this partition already decided.
-fn decide(state: &mut Partition, mut command: Command, now: i64, window: usize) -> Option<JournalBatch> {
+fn decide(state: &mut Partition, command: Command, now: i64, window: usize) -> Option<JournalBatch> {
     let first_offset = state.next_offset;
-    let refuse = |rejection: Rejection, command_id: String| JournalBatch {
+    let command_id = command.command_id.clone();
+    let refuse = |rejection: Rejection| JournalBatch {
         first_offset,
         records: Vec::new(),
-        command_id,
+        command_id: command_id.clone(),
         refused: Some(CommandRefused { code: rejection.code().to_owned(), message: rejection.to_string() }),
     };
     if command.domain.is_empty() {
-        return Some(refuse(Rejection::Invalid("domain is required".into()), command.command_id));
+        return Some(refuse(Rejection::Invalid("domain is required".into())));
     }
-    let is_new = !state.domains.contains_key(&command.domain);
-    let domain = state.domains.entry(command.domain.clone()).or_insert_with(|| Domain::new(&command.domain));
-    if domain.seen.contains(&command.command_id) {
+    let domain_id = command.domain.clone();
+    let is_new = !state.domains.contains_key(&domain_id);
+    let domain = state.domains.entry(domain_id.clone()).or_insert_with(|| DomainEntry::new(&domain_id, window));
+    if domain.recent.get(&command_id).is_some() {
         return None;
     }
-    if let Some(reason) = &domain.broken {
-        let rejection =
-            Rejection::Invalid(format!("domain {} is out of service until rebuilt: {reason}", command.domain));
-        return Some(refuse(rejection, command.command_id));
-    }
-    let batch = if is_configuration(&command) && changes_nothing(&domain.state, &command) {
-        JournalBatch { first_offset, command_id: command.command_id.clone(), ..JournalBatch::default() }
-    } else {
-        if command.at_ms == 0 {
-            command.at_ms = now;
-        }
-        // As in the embedded engine, time never goes back within a domain.
-        command.at_ms = command.at_ms.max(domain.state.last_at_ms);
-        match domain.state.execute(&command) {
-            Ok(events) => {
-                let events: Vec<Arc<Envelope>> = events.into_iter().map(Arc::new).collect();
-                state.timers.extend(timers_for(&events, &domain.state));
-                state.next_offset += events.len() as u64;
-                JournalBatch {
-                    first_offset,
-                    records: events.iter().map(|e| e.encode_to_vec()).collect(),
-                    command_id: command.command_id.clone(),
-                    refused: None,
-                }
-            }
-            Err(rejection) => {
-                if let Rejection::Internal(violation) = &rejection {
-                    tracing::error!(domain = %command.domain, %violation, "internal error: domain out of service");
-                    domain.broken = Some(violation.to_string());
-                }
-                refuse(rejection, command.command_id.clone())
+    let mode = if is_configuration(&command) { Mode::Configuration } else { Mode::Normal };
+    let batch = match domain.decide(command, mode, now) {
+        Ok(Decision { events, timers, answer: Ok(_) }) => {
+            state.timers.extend(timers);
+            state.next_offset += events.len() as u64;
+            JournalBatch {
+                first_offset,
+                records: events.iter().map(|e| e.encode_to_vec()).collect(),
+                command_id: command_id.clone(),
+                refused: None,
             }
         }
+        Ok(Decision { answer: Err(rejection), .. }) => refuse(rejection),
+        Err(outage) => refuse(Rejection::Invalid(outage.to_string())),
     };
-    // Only what changed the state is remembered: a refused command sent
-    // again is decided again (the state may allow it now).
-    if !batch.records.is_empty() {
-        domain.remember(command.command_id, window);
-    }
     // A domain exists once it has an event, as in a replay of the log.
     if is_new && batch.records.is_empty() {
-        state.domains.remove(&command.domain);
+        state.domains.remove(&domain_id);
     }
     Some(batch)
 }
@@ -599,10 +553,11 @@ fn rebuild_partition(options: &WorkerOptions, partition: i32) -> Result<(Partiti
         resume_at = snapshot.resume_at;
         state.next_offset = snapshot.next_offset;
         for (id, (domain_state, recent)) in snapshot.domains {
-            let mut domain = Domain::new(&id);
+            let mut domain = DomainEntry::new(&id, options.idempotency_window);
             domain.state = domain_state;
+            // Only the ids are kept: a repeated command writes nothing here.
             for command_id in recent {
-                domain.remember(command_id, options.idempotency_window);
+                domain.recent.insert(command_id, Vec::new());
             }
             state.domains.insert(id, domain);
         }
@@ -610,7 +565,6 @@ fn rebuild_partition(options: &WorkerOptions, partition: i32) -> Result<(Partiti
     let topic = &options.topics.events;
     for batch in read_batches(&options.brokers, topic, partition, resume_at)? {
         let batch = batch?;
-        let mut domain_of_batch = None;
         for bytes in &batch.records {
             let envelope = Envelope::decode(bytes.as_slice()).map_err(|e| Error::Undecodable {
                 topic: topic.clone(),
@@ -618,17 +572,18 @@ fn rebuild_partition(options: &WorkerOptions, partition: i32) -> Result<(Partiti
                 offset: batch.kafka_offset,
                 reason: e.to_string(),
             })?;
-            let domain = state.domains.entry(envelope.domain.clone()).or_insert_with(|| Domain::new(&envelope.domain));
+            let window = options.idempotency_window;
+            let domain = state
+                .domains
+                .entry(envelope.domain.clone())
+                .or_insert_with(|| DomainEntry::new(&envelope.domain, window));
             domain.state.apply(&envelope).map_err(|violation| Error::Undecodable {
                 topic: topic.clone(),
                 partition,
                 offset: batch.kafka_offset,
                 reason: format!("the log breaks an invariant: {violation}"),
             })?;
-            domain_of_batch = Some(envelope.domain);
-        }
-        if let Some(domain) = domain_of_batch.and_then(|d| state.domains.get_mut(&d)) {
-            domain.remember(batch.command_id.clone(), options.idempotency_window);
+            domain.recent.record(Arc::new(envelope));
         }
         state.next_offset = state.next_offset.max(batch.end_offset());
     }

@@ -22,7 +22,7 @@ mod writer;
 pub use engine::{Engine, EngineOptions};
 pub use error::{EngineError, Outage, SnapshotError, SubmitError};
 pub use recovery::RecoveryReport;
-pub use shard::{changes_nothing, is_configuration};
+pub use shard::{changes_nothing, is_configuration, Decision, DomainEntry, Mode, Recent};
 pub use switchboard_domain::{Command, DomainState, Envelope, Rejection};
 pub use timer::{timers_for, timers_from_state, Due, Timer};
 

@@ -21,10 +21,13 @@ use crate::snapshot::{LoadedDomain, Taken, TakenDomain, ToSnapshots};
 use crate::timer::{timers_for, timers_from_state, Due};
 use crate::writer::Job;
 
-/// A routing domain as its shard holds it.
-pub(crate) struct DomainEntry {
-    pub(crate) state: DomainState,
-    pub(crate) recent: Recent,
+/// A routing domain as its owner (a shard, or a Kafka partition's worker)
+/// holds it.
+pub struct DomainEntry {
+    /// The domain's state.
+    pub state: DomainState,
+    /// Its most recent commands' events.
+    pub recent: Recent,
     /// Set when `execute` reported an internal error: the state may no
     /// longer match the log, so the domain takes no commands until a
     /// restart rebuilds it.
@@ -32,7 +35,8 @@ pub(crate) struct DomainEntry {
 }
 
 impl DomainEntry {
-    pub(crate) fn new(domain: &str, window: usize) -> DomainEntry {
+    /// An empty domain remembering up to `window` recent commands.
+    pub fn new(domain: &str, window: usize) -> DomainEntry {
         DomainEntry { state: DomainState::new(domain), recent: Recent::new(window), broken: None }
     }
 
@@ -50,7 +54,7 @@ impl DomainEntry {
 /// retried command is answered with its original events instead of being
 /// executed twice. Holds at most `limit` commands; the oldest goes first.
 /// Rejected commands are not kept (a retry is decided again).
-pub(crate) struct Recent {
+pub struct Recent {
     limit: usize,
     order: VecDeque<String>,
     events: HashMap<String, Vec<Arc<Envelope>>>,
@@ -61,11 +65,13 @@ impl Recent {
         Recent { limit, order: VecDeque::new(), events: HashMap::new() }
     }
 
-    fn get(&self, command_id: &str) -> Option<&Vec<Arc<Envelope>>> {
+    /// The events of a remembered command.
+    pub fn get(&self, command_id: &str) -> Option<&Vec<Arc<Envelope>>> {
         self.events.get(command_id)
     }
 
-    fn insert(&mut self, command_id: String, events: Vec<Arc<Envelope>>) {
+    /// Remembers a command's events, forgetting the oldest beyond the limit.
+    pub fn insert(&mut self, command_id: String, events: Vec<Arc<Envelope>>) {
         if self.limit == 0 {
             return;
         }
@@ -82,13 +88,13 @@ impl Recent {
     }
 
     /// The remembered commands, oldest first: what a snapshot keeps.
-    fn entries(&self) -> Vec<(String, Vec<Arc<Envelope>>)> {
+    pub fn entries(&self) -> Vec<(String, Vec<Arc<Envelope>>)> {
         self.order.iter().map(|id| (id.clone(), self.events.get(id).cloned().unwrap_or_default())).collect()
     }
 
     /// Adds a recovered event: consecutive events of one command id are
     /// one command's events.
-    pub(crate) fn record(&mut self, envelope: Arc<Envelope>) {
+    pub fn record(&mut self, envelope: Arc<Envelope>) {
         match self.order.back() {
             Some(last) if *last == envelope.command_id => {
                 self.events.get_mut(last).expect("ordered ids are kept").push(envelope);
@@ -100,7 +106,7 @@ impl Recent {
 
 /// How a command is treated before it is decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
+pub enum Mode {
     /// A repeated command id is answered from [`Recent`].
     Normal,
     /// Start-up configuration: skipped if it would change nothing, and never
@@ -269,7 +275,7 @@ impl ShardActor {
 
     /// Decides `command`: returns the events to write (already applied), the
     /// timers they call for, and the answer to give once they are durable.
-    fn decide(&mut self, mut command: Command, mode: Mode) -> Result<Decision, Outage> {
+    fn decide(&mut self, command: Command, mode: Mode) -> Result<Decision, Outage> {
         self.available()?;
         if command.domain.is_empty() {
             return Ok(Decision::answer(Err(Rejection::Invalid("domain is required".into()))));
@@ -279,50 +285,66 @@ impl ShardActor {
             .domains
             .entry(command.domain.clone())
             .or_insert_with(|| DomainEntry::new(&command.domain, self.window));
-        if let Some(reason) = &entry.broken {
+        let domain = command.domain.clone();
+        let decision = entry.decide(command, mode, crate::now_ms())?;
+        // A domain exists once it has an event, as in a replay of the log.
+        if is_new && decision.events.is_empty() {
+            self.domains.remove(&domain);
+        }
+        Ok(decision)
+    }
+}
+
+impl DomainEntry {
+    /// Decides `command` against this domain: the events to write (already
+    /// applied), the timers they call for, and the answer to give once they
+    /// are durable. `now_ms` stamps a command without a time. Shared by the
+    /// embedded engine's shards and the Kafka worker, so both decide alike.
+    pub fn decide(&mut self, mut command: Command, mode: Mode, now_ms: i64) -> Result<Decision, Outage> {
+        if let Some(reason) = &self.broken {
             return Err(Outage::DomainBroken { domain: command.domain, reason: reason.clone() });
         }
         let decision = match mode {
-            Mode::Normal if entry.recent.get(&command.command_id).is_some() => {
-                Decision::answer(Ok(entry.recent.get(&command.command_id).cloned().unwrap_or_default()))
+            Mode::Normal if self.recent.get(&command.command_id).is_some() => {
+                Decision::answer(Ok(self.recent.get(&command.command_id).cloned().unwrap_or_default()))
             }
-            Mode::Configuration if changes_nothing(&entry.state, &command) => Decision::answer(Ok(Vec::new())),
+            Mode::Configuration if changes_nothing(&self.state, &command) => Decision::answer(Ok(Vec::new())),
             _ => {
                 if command.at_ms == 0 {
-                    command.at_ms = crate::now_ms();
+                    command.at_ms = now_ms;
                 }
-                // The live engine's time never goes back: a late clock or
-                // caller is taken to mean "now", after the last event.
-                command.at_ms = command.at_ms.max(entry.state.last_at_ms);
-                match entry.state.execute(&command) {
+                // The engine's time never goes back: a late clock or caller
+                // is taken to mean "now", after the last event.
+                command.at_ms = command.at_ms.max(self.state.last_at_ms);
+                match self.state.execute(&command) {
                     Ok(events) => {
                         let events: Vec<Arc<Envelope>> = events.into_iter().map(Arc::new).collect();
-                        let timers = timers_for(&events, &entry.state);
-                        entry.recent.insert(command.command_id, events.clone());
+                        let timers = timers_for(&events, &self.state);
+                        self.recent.insert(command.command_id, events.clone());
                         Decision { events: events.clone(), timers, answer: Ok(events) }
                     }
                     Err(Rejection::Internal(violation)) => {
                         tracing::error!(domain = %command.domain, %violation, "internal error: domain out of service");
-                        entry.broken = Some(violation.to_string());
+                        self.broken = Some(violation.to_string());
                         Decision::answer(Err(Rejection::Internal(violation)))
                     }
                     Err(rejection) => Decision::answer(Err(rejection)),
                 }
             }
         };
-        // A domain exists once it has an event, as in a replay of the log.
-        if is_new && decision.events.is_empty() {
-            self.domains.remove(&command.domain);
-        }
         Ok(decision)
     }
 }
 
-/// See [`ShardActor::decide`].
-struct Decision {
-    events: Vec<Arc<Envelope>>,
-    timers: Vec<Due>,
-    answer: Result<Vec<Arc<Envelope>>, Rejection>,
+/// What deciding one command did: see [`DomainEntry::decide`].
+pub struct Decision {
+    /// The events to write, already applied to the state.
+    pub events: Vec<Arc<Envelope>>,
+    /// The timers those events call for.
+    pub timers: Vec<Due>,
+    /// The answer to give once the events are durable: the command's events
+    /// (the original ones for a repeated command), or why it was refused.
+    pub answer: Result<Vec<Arc<Envelope>>, Rejection>,
 }
 
 impl Decision {
