@@ -189,7 +189,8 @@ struct Partition {
 struct Snapshot {
     /// Format version; a reader skips a snapshot of a version it does not know.
     version: u32,
-    /// Kafka offset in `events` to read on from: everything before is folded in.
+    /// Kafka offset in `events` to read on from: at or before the first
+    /// batch not folded in (batches before `next_offset` are passed over).
     resume_at: i64,
     /// Journal offset of the next event.
     next_offset: u64,
@@ -565,6 +566,11 @@ fn rebuild_partition(options: &WorkerOptions, partition: i32) -> Result<(Partiti
     let topic = &options.topics.events;
     for batch in read_batches(&options.brokers, topic, partition, resume_at)? {
         let batch = batch?;
+        // `resume_at` may be early (it is read as the partition's stable end,
+        // which can lag a commit): journal offsets say what is folded in.
+        if batch.first_offset < state.next_offset {
+            continue;
+        }
         for bytes in &batch.records {
             let envelope = Envelope::decode(bytes.as_slice()).map_err(|e| Error::Undecodable {
                 topic: topic.clone(),
