@@ -129,8 +129,32 @@ enum KafkaCommand {
     },
 }
 
+/// Where the engine's log level comes from: `tracing` directives such as
+/// `warn` or `info,switchboard_kafka=debug`.
+const LOG_VARIABLE: &str = "SWITCHBOARD_LOG";
+
+/// Sends the engine's own log (recoveries, failed appends, partition
+/// rebuilds) to stderr: stdout belongs to the commands' output, whose first
+/// line `serve` promises. `serve` logs from `info` by default, the one-shot
+/// commands only warnings.
+fn init_log(serving: bool) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var(LOG_VARIABLE) {
+        Ok(directives) => EnvFilter::try_new(&directives)
+            .with_context(|| format!("{LOG_VARIABLE}={directives:?} is not a log filter (try `info` or `warn`)"))?,
+        Err(_) => EnvFilter::new(if serving { "info" } else { "warn" }),
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Err(error) = init_log(matches!(cli.command, Command::Serve { .. })) {
+        eprintln!("error: {error:#}");
+        return ExitCode::from(2);
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
