@@ -292,7 +292,7 @@ impl<'a> Session<'a> {
             // transaction costs the brokers the same for one command or many.
             let until = *linger_until.get_or_insert_with(|| std::time::Instant::now() + LINGER);
             match until.checked_duration_since(std::time::Instant::now()) {
-                Some(left) => wait = left.min(Duration::from_millis(1)),
+                Some(left) => wait = left,
                 None => break,
             }
         }
