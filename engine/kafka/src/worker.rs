@@ -653,7 +653,8 @@ mod tests {
     /// gapless sequence and refused the restart.
     #[test]
     fn a_snapshot_whose_resume_point_lags_its_contents_folds_each_batch_once() {
-        let Some(brokers) = crate::testing::broker() else { return };
+        let Some(broker) = crate::testing::broker() else { return };
+        let brokers: &str = &broker;
         let prefix = crate::testing::unique_topic("sb-test-snapshot");
         let layout = TopicLayout {
             commands: format!("{prefix}.commands"),
@@ -664,10 +665,10 @@ mod tests {
             replication: 1,
         };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(crate::admin::init(&brokers, &layout)).unwrap();
-        let options = WorkerOptions { snapshot_every: 1, ..WorkerOptions::new(&brokers, layout.clone(), "test") };
+        runtime.block_on(crate::admin::init(brokers, &layout)).unwrap();
+        let options = WorkerOptions { snapshot_every: 1, ..WorkerOptions::new(brokers, layout.clone(), "test") };
         let producer: BaseProducer =
-            ClientConfig::new().set("bootstrap.servers", &brokers).set("broker.address.family", "v4").create().unwrap();
+            ClientConfig::new().set("bootstrap.servers", brokers).set("broker.address.family", "v4").create().unwrap();
         let write = |topic: &str, key: &[u8], payload: Vec<u8>| {
             send(&producer, topic, 0, key, &payload).unwrap();
             deliver(&producer).unwrap();

@@ -122,7 +122,7 @@ enum Log {
     Embedded,
     /// Topics named `<prefix>.events` etc. on `brokers`, fresh for the test.
     Kafka {
-        brokers: String,
+        brokers: switchboard_kafka::testing::Broker,
         prefix: String,
     },
 }
@@ -263,7 +263,7 @@ impl Server {
         match &self.log {
             Log::Embedded => vec!["--data".into(), self.data.display().to_string()],
             Log::Kafka { brokers, prefix } => {
-                vec!["--kafka".into(), brokers.clone(), "--topic".into(), format!("{prefix}.events")]
+                vec!["--kafka".into(), brokers.to_string(), "--topic".into(), format!("{prefix}.events")]
             }
         }
     }
