@@ -20,7 +20,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use switchboard_domain::{Command, DomainState, Envelope};
-use switchboard_proto::v1::JournalBatch;
+use switchboard_proto::v1::{CommandRefused, JournalBatch};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::journal::{partition_count, read_committed_config};
@@ -243,14 +243,11 @@ fn read_events(inner: &Inner, consumer: &BaseConsumer, partitions: i32) {
         if batch.command_id.is_empty() {
             continue;
         }
-        let outcome = match batch.refused {
-            Some(refused) => Outcome::Refused { code: refused.code, message: refused.message },
-            None => Outcome::Decided(events),
-        };
-        let waiting = {
+        let (waiting, outcome) = {
             let mut waiters = inner.waiters.lock().unwrap();
             let mut recent = inner.recent.lock().unwrap();
             let (known, order) = &mut *recent;
+            let outcome = outcome_of(batch.refused, events, known.get(&batch.command_id));
             // Refusals are not kept: the same command sent again is decided
             // again, as the engine does.
             if matches!(outcome, Outcome::Decided(_))
@@ -263,7 +260,7 @@ fn read_events(inner: &Inner, consumer: &BaseConsumer, partitions: i32) {
                     }
                 }
             }
-            waiters.remove(&batch.command_id)
+            (waiters.remove(&batch.command_id), outcome)
         };
         for waiter in waiting.into_iter().flatten() {
             let _ = waiter.send(outcome.clone());
@@ -271,7 +268,41 @@ fn read_events(inner: &Inner, consumer: &BaseConsumer, partitions: i32) {
     }
 }
 
+/// The outcome a batch answers its command with. A decision that wrote no
+/// events is either a configuration that changed nothing or a command
+/// decided before (the engine writes such an answer for a repeat): the
+/// first outcome, when it is still `known`, is the answer, as the embedded
+/// engine answers a repeat with its first events.
+fn outcome_of(refused: Option<CommandRefused>, events: Vec<Envelope>, known: Option<&Outcome>) -> Outcome {
+    match (refused, known) {
+        (Some(refused), _) => Outcome::Refused { code: refused.code, message: refused.message },
+        (None, Some(first)) if events.is_empty() => first.clone(),
+        (None, _) => Outcome::Decided(events),
+    }
+}
+
 fn fail(inner: &Inner, failure: String) {
     tracing::error!(%failure, "the edge's read model stopped");
     inner.failure.lock().unwrap().get_or_insert(failure);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(sequence: u64) -> Envelope {
+        Envelope { domain: "acme".into(), sequence, ..Envelope::default() }
+    }
+
+    #[test]
+    fn a_repeat_is_answered_with_the_first_outcome_while_it_is_known() {
+        let first = Outcome::Decided(vec![event(7)]);
+        assert_eq!(outcome_of(None, Vec::new(), Some(&first)), first);
+        // Forgotten (more than the kept outcomes since): what the embedded
+        // engine answers then too, a decision with no events.
+        assert_eq!(outcome_of(None, Vec::new(), None), Outcome::Decided(Vec::new()));
+        assert_eq!(outcome_of(None, vec![event(8)], Some(&first)), Outcome::Decided(vec![event(8)]));
+        let refused = CommandRefused { code: "invalid".into(), message: "no".into() };
+        assert!(matches!(outcome_of(Some(refused), Vec::new(), Some(&first)), Outcome::Refused { .. }));
+    }
 }

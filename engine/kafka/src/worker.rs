@@ -417,7 +417,7 @@ impl<'a> Session<'a> {
                     continue;
                 }
             };
-            let Some(batch) = decide(state, command, now, self.options.idempotency_window) else { continue };
+            let batch = decide(state, command, now, self.options.idempotency_window);
             let key = message.key().unwrap_or_default().to_vec();
             send(&self.producer, &self.options.topics.events, partition, &key, &batch.encode_to_vec())?;
         }
@@ -484,9 +484,8 @@ fn send(producer: &BaseProducer, topic: &str, partition: i32, key: &[u8], payloa
 }
 
 /// Decides one command against its partition's state (as the embedded
-/// engine's shards do, through [`DomainEntry::decide`]): the batch to write,
-/// or `None` for a command this partition already decided.
-fn decide(state: &mut Partition, command: Command, now: i64, window: usize) -> Option<JournalBatch> {
+/// engine's shards do, through [`DomainEntry::decide`]): the batch to write.
+fn decide(state: &mut Partition, command: Command, now: i64, window: usize) -> JournalBatch {
     let first_offset = state.next_offset;
     let command_id = command.command_id.clone();
     let refuse = |rejection: Rejection| JournalBatch {
@@ -496,13 +495,16 @@ fn decide(state: &mut Partition, command: Command, now: i64, window: usize) -> O
         refused: Some(CommandRefused { code: rejection.code().to_owned(), message: rejection.to_string() }),
     };
     if command.domain.is_empty() {
-        return Some(refuse(Rejection::Invalid("domain is required".into())));
+        return refuse(Rejection::Invalid("domain is required".into()));
     }
     let domain_id = command.domain.clone();
     let is_new = !state.domains.contains_key(&domain_id);
     let domain = state.domains.entry(domain_id.clone()).or_insert_with(|| DomainEntry::new(&domain_id, window));
     if domain.recent.get(&command_id).is_some() {
-        return None;
+        // Decided before: nothing changes, but the answer is written, so that
+        // whoever sent it again hears back (the edge answers with the first
+        // outcome when it still has it) instead of waiting out its timeout.
+        return JournalBatch { first_offset, records: Vec::new(), command_id, refused: None };
     }
     let mode = if is_configuration(&command) { Mode::Configuration } else { Mode::Normal };
     let batch = match domain.decide(command, mode, now) {
@@ -523,7 +525,7 @@ fn decide(state: &mut Partition, command: Command, now: i64, window: usize) -> O
     if is_new && batch.records.is_empty() {
         state.domains.remove(&domain_id);
     }
-    Some(batch)
+    batch
 }
 
 /// The newest readable snapshot of `partition`, if any.
@@ -637,11 +639,14 @@ mod tests {
     #[test]
     fn a_decision_carries_journal_offsets_and_a_repeat_is_decided_once() {
         let mut partition = Partition::default();
-        let batch = decide(&mut partition, configure_agent("c-1"), 5_000, 10).unwrap();
+        let batch = decide(&mut partition, configure_agent("c-1"), 5_000, 10);
         assert_eq!((batch.first_offset, batch.records.len(), batch.command_id.as_str()), (0, 1, "c-1"));
         assert_eq!(partition.next_offset, 1);
-        assert!(decide(&mut partition, configure_agent("c-1"), 5_000, 10).is_none(), "same id: decided once");
-        let unchanged = decide(&mut partition, configure_agent("c-2"), 5_000, 10).unwrap();
+        let repeat = decide(&mut partition, configure_agent("c-1"), 5_000, 10);
+        assert!(repeat.records.is_empty() && repeat.refused.is_none(), "same id: decided once, answered again");
+        assert_eq!((repeat.first_offset, repeat.command_id.as_str()), (1, "c-1"));
+        assert_eq!(partition.next_offset, 1);
+        let unchanged = decide(&mut partition, configure_agent("c-2"), 5_000, 10);
         assert!(unchanged.records.is_empty() && unchanged.refused.is_none(), "same configuration writes nothing");
         assert_eq!(unchanged.first_offset, 1);
     }
@@ -680,7 +685,7 @@ mod tests {
             if let Some(C::ConfigureAgent(configure)) = &mut command.command {
                 configure.profile.as_mut().unwrap().agent_id = agent.into();
             }
-            let batch = decide(&mut live, command, 5_000, 10).unwrap();
+            let batch = decide(&mut live, command, 5_000, 10);
             assert_eq!(batch.records.len(), 1);
             write(&layout.events, b"acme", batch.encode_to_vec());
         }
@@ -691,7 +696,7 @@ mod tests {
         if let Some(C::ConfigureAgent(configure)) = &mut after.command {
             configure.profile.as_mut().unwrap().agent_id = "cid".into();
         }
-        write(&layout.events, b"acme", decide(&mut live, after, 6_000, 10).unwrap().encode_to_vec());
+        write(&layout.events, b"acme", decide(&mut live, after, 6_000, 10).encode_to_vec());
 
         let (rebuilt, from_snapshot) = rebuild_partition(&options, 0).unwrap();
         assert!(from_snapshot);
@@ -706,7 +711,7 @@ mod tests {
         let mut partition = Partition::default();
         let mut command = configure_agent("c-1");
         command.domain.clear();
-        let batch = decide(&mut partition, command, 5_000, 10).unwrap();
+        let batch = decide(&mut partition, command, 5_000, 10);
         assert_eq!(batch.refused.unwrap().code, "invalid");
         assert!(partition.domains.is_empty());
         assert_eq!(partition.next_offset, 0);
