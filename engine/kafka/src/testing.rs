@@ -130,6 +130,20 @@ mod docker {
     }
 }
 
+/// A topic layout (`<prefix>-….commands` and so on, replication 1) no
+/// earlier test run used.
+pub fn unique_layout(prefix: &str, partitions: i32) -> crate::TopicLayout {
+    let prefix = unique_topic(prefix);
+    crate::TopicLayout {
+        commands: format!("{prefix}.commands"),
+        events: format!("{prefix}.events"),
+        outbox: format!("{prefix}.outbox"),
+        snapshots: format!("{prefix}.snapshots"),
+        partitions,
+        replication: 1,
+    }
+}
+
 /// A topic name no earlier test run used, so every test starts from an empty
 /// log on a shared broker.
 pub fn unique_topic(prefix: &str) -> String {

@@ -660,15 +660,7 @@ mod tests {
     fn a_snapshot_whose_resume_point_lags_its_contents_folds_each_batch_once() {
         let Some(broker) = crate::testing::broker() else { return };
         let brokers: &str = &broker;
-        let prefix = crate::testing::unique_topic("sb-test-snapshot");
-        let layout = TopicLayout {
-            commands: format!("{prefix}.commands"),
-            events: format!("{prefix}.events"),
-            outbox: format!("{prefix}.outbox"),
-            snapshots: format!("{prefix}.snapshots"),
-            partitions: 1,
-            replication: 1,
-        };
+        let layout = crate::testing::unique_layout("sb-test-snapshot", 1);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(crate::admin::init(brokers, &layout)).unwrap();
         let options = WorkerOptions { snapshot_every: 1, ..WorkerOptions::new(brokers, layout.clone(), "test") };

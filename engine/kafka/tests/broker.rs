@@ -81,15 +81,7 @@ fn opening_a_missing_topic_or_partition_says_which() {
 #[test]
 fn init_creates_the_layout_then_accepts_it_and_refuses_a_different_one() {
     let Some(brokers) = testing::broker() else { return };
-    let prefix = testing::unique_topic("sb-test-layout");
-    let layout = TopicLayout {
-        commands: format!("{prefix}.commands"),
-        events: format!("{prefix}.events"),
-        outbox: format!("{prefix}.outbox"),
-        snapshots: format!("{prefix}.snapshots"),
-        partitions: 3,
-        replication: 1,
-    };
+    let layout = testing::unique_layout("sb-test-layout", 3);
     let first = block_on(admin::init(&brokers, &layout)).unwrap();
     assert!(first.topics.iter().all(|(_, outcome)| *outcome == TopicOutcome::Created), "{first}");
     let again = block_on(admin::init(&brokers, &layout)).unwrap();
