@@ -138,6 +138,7 @@ fn spawn_shard(
         timers: timers.clone(),
         failed: failed.clone(),
         durable_end: shared.durable_end.clone(),
+        snapshots: shared.snapshots.clone().map(|sender| (index, sender)),
     };
     let writer = writer::spawn(index, job_queue, outlets);
     let snapshots = shared.snapshots.clone().map(|sender| Snapshots {
@@ -145,7 +146,6 @@ fn spawn_shard(
         every: options.snapshot_every,
         sender,
         since: 0,
-        warned: false,
     });
     let actor = ShardActor::new(domains, options.idempotency_window, jobs, timers, failed.clone(), snapshots);
     let arbiter = Arbiter::new();
@@ -197,6 +197,8 @@ impl Engine {
         for (domain, entry) in domains {
             partitions[shard_of(&domain, options.shards)].insert(domain, entry);
         }
+        // The snapshot thread's replicas start from the recovered states.
+        let replicas = if use_snapshots { partitions.clone() } else { Vec::new() };
         let timer_arbiter = Arbiter::new();
         let (snapshot_sender, snapshot_queue) = mpsc::channel();
         let shared = Shared {
@@ -219,6 +221,8 @@ impl Engine {
                 every: options.snapshot_every,
                 latest: covered,
                 durable_end,
+                replicas,
+                window: options.idempotency_window,
             };
             let thread = snapshot::spawn(settings, snapshot_queue, shards.iter().map(|s| s.addr.clone()).collect());
             (snapshot_sender, thread)

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{mpsc, Arc, OnceLock};
-use std::time::Instant;
 
 use actix::{Actor, Context, Handler, Message, MessageResult};
 use switchboard_domain::{Command, DomainState, Envelope, Rejection};
@@ -17,12 +16,13 @@ use switchboard_proto::v1::command::Command as C;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use crate::error::{Outage, SubmitError};
-use crate::snapshot::{LoadedDomain, Taken, TakenDomain, ToSnapshots};
+use crate::snapshot::{LoadedDomain, ToSnapshots};
 use crate::timer::{timers_for, timers_from_state, Due};
 use crate::writer::Job;
 
 /// A routing domain as its owner (a shard, or a Kafka partition's worker)
 /// holds it.
+#[derive(Clone)]
 pub struct DomainEntry {
     /// The domain's state.
     pub state: DomainState,
@@ -54,6 +54,7 @@ impl DomainEntry {
 /// retried command is answered with its original events instead of being
 /// executed twice. Holds at most `limit` commands; the oldest goes first.
 /// Rejected commands are not kept (a retry is decided again).
+#[derive(Clone)]
 pub struct Recent {
     limit: usize,
     order: VecDeque<String>,
@@ -89,7 +90,12 @@ impl Recent {
 
     /// The remembered commands, oldest first: what a snapshot keeps.
     pub fn entries(&self) -> Vec<(String, Vec<Arc<Envelope>>)> {
-        self.order.iter().map(|id| (id.clone(), self.events.get(id).cloned().unwrap_or_default())).collect()
+        self.iter().map(|(id, events)| (id.to_owned(), events.to_vec())).collect()
+    }
+
+    /// The remembered commands and their events, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[Arc<Envelope>])> {
+        self.order.iter().map(|id| (id.as_str(), self.events.get(id).map_or(&[][..], Vec::as_slice)))
     }
 
     /// Adds a recovered event: consecutive events of one command id are
@@ -184,8 +190,6 @@ pub(crate) struct Snapshots {
     pub(crate) sender: mpsc::Sender<ToSnapshots>,
     /// Events decided since the last snapshot.
     pub(crate) since: u64,
-    /// Whether the "broken domain, no snapshots" warning was given.
-    pub(crate) warned: bool,
 }
 
 impl ShardActor {
@@ -210,44 +214,24 @@ impl ShardActor {
         }
     }
 
-    /// Clones every domain's state and recent commands as of now and queues
-    /// them behind what was decided so far: the writer releases them to the
-    /// snapshot thread, with their covered offset, once all of that is
-    /// durable. Only the clone happens on this thread; serializing and the
-    /// fsync happen on the snapshot thread.
+    /// Queues a barrier behind what was decided so far: once all of that is
+    /// durable, the writer tells the covered offset, and the snapshot
+    /// thread writes its replica of this shard as of that offset (see
+    /// [`crate::snapshot`]). Nothing is copied on this thread.
     fn take_snapshot(&mut self) {
         if self.available().is_err() {
             return;
         }
         let Some(snapshots) = &mut self.snapshots else { return };
         snapshots.since = 0;
-        if let Some((domain, entry)) = self.domains.iter().find(|(_, entry)| entry.broken.is_some()) {
-            // Its memory may hold changes the log does not: it must not be cached.
-            if !std::mem::replace(&mut snapshots.warned, true) {
-                tracing::warn!(%domain, reason = ?entry.broken, "no snapshots of this shard until a restart");
-            }
-            return;
-        }
-        let started = Instant::now();
-        let domains: Vec<TakenDomain> = self
-            .domains
-            .values()
-            .map(|entry| TakenDomain { state: entry.state.clone(), recent: entry.recent.entries() })
-            .collect();
-        tracing::debug!(
-            shard = snapshots.shard,
-            domains = domains.len(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "states cloned for a snapshot"
-        );
-        let (shard, sender, taken_at_ms) = (snapshots.shard, snapshots.sender.clone(), crate::now_ms());
+        let (shard, sender) = (snapshots.shard, snapshots.sender.clone());
         self.write(Job {
             events: Vec::new(),
             timers: Vec::new(),
             done: Box::new(move |written| {
                 // Not durable, no snapshot: a failed append already stopped the shard.
                 if let Ok(covered) = written {
-                    let _ = sender.send(ToSnapshots::Taken(Taken { shard, covered, taken_at_ms, domains }));
+                    let _ = sender.send(ToSnapshots::Due { shard, covered, taken_at_ms: crate::now_ms() });
                 }
             }),
         });

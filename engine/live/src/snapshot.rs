@@ -3,12 +3,18 @@
 //!
 //! A snapshot file holds the domains of one shard (of a given shard count)
 //! and the journal offset it *covers*: every event of those domains at an
-//! offset below `covered` is folded in, and none at or above it. The shard
-//! clones its states at a decision and hands a barrier job to its writer;
-//! the writer completes it once everything decided before is durable and
-//! tells the covered offset (see [`crate::writer::Done`]). Only then does
-//! the clone reach the snapshot thread, which serializes and writes it, so a
-//! snapshot never holds an event the journal does not.
+//! offset below `covered` is folded in, and none at or above it.
+//!
+//! The snapshot thread keeps its own replica of each shard's domains, folded
+//! from the shard's durable events: every writer hands over each group it
+//! appended, with its first offset, once it is durable. To take a snapshot
+//! the shard only hands a barrier job to its writer; the writer completes it
+//! once everything decided before is durable and tells the covered offset
+//! (see [`crate::writer::Done`]), the snapshot thread folds what it holds
+//! below that offset into the replica and writes the replica. So a snapshot
+//! never holds an event the journal does not, and the shard never stops to
+//! copy its states (a copy of a large state took ~100 ms of the shard's
+//! thread, a pause every caller of the shard waited out).
 //!
 //! Files live in `<data_dir>/snapshots/` (the journal ignores directories
 //! and any name not ending in `.log`), are named
@@ -17,7 +23,7 @@
 //! 8-byte magic, the body's length (u64 LE) and CRC-32 (u32 LE), then the
 //! body as JSON. The last [`KEEP`] files of each shard are kept.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -31,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_domain::{DomainState, Envelope};
 
 use crate::error::SnapshotError;
-use crate::shard::{ShardActor, TakeSnapshot};
+use crate::shard::{DomainEntry, ShardActor, TakeSnapshot};
 
 /// The subdirectory of the data directory that holds the snapshots.
 pub(crate) const DIR: &str = "snapshots";
@@ -44,25 +50,21 @@ const FORMAT: u32 = 1;
 const SUFFIX: &str = ".snapshot";
 const TEMP_SUFFIX: &str = ".snapshot.tmp";
 
-/// A domain as a shard handed it over: its state and its recent commands,
-/// oldest first, so that a command retried across a restart is recognised.
-pub(crate) struct TakenDomain {
-    pub(crate) state: DomainState,
-    pub(crate) recent: Vec<(String, Vec<Arc<Envelope>>)>,
-}
-
-/// A shard's domains as of one of its decisions, all durable up to `covered`.
-pub(crate) struct Taken {
+/// A shard's domains, all durable up to `covered`: what a file holds.
+pub(crate) struct Taken<'a> {
     pub(crate) shard: usize,
     pub(crate) covered: u64,
     pub(crate) taken_at_ms: i64,
-    pub(crate) domains: Vec<TakenDomain>,
+    pub(crate) domains: Vec<&'a DomainEntry>,
 }
 
 /// What the snapshot thread is told.
 pub(crate) enum ToSnapshots {
-    /// Write this shard's snapshot (unless a newer one is already written).
-    Taken(Taken),
+    /// A shard's group of events, durable at offsets `first..`.
+    Durable { shard: usize, first: u64, events: Vec<Arc<Envelope>> },
+    /// Write this shard's snapshot as of `covered` (unless a newer one is
+    /// already written): every event below it was handed over before.
+    Due { shard: usize, covered: u64, taken_at_ms: i64 },
     /// Write what is queued, then end.
     Finish,
 }
@@ -157,7 +159,7 @@ fn list(dir: &Path) -> Result<Listing, SnapshotError> {
 /// Writes `taken` as shard `taken.shard` of `shards` into `dir` atomically
 /// and returns its path. Serialization happens here, on the snapshot
 /// thread, not on the shard's.
-fn write(dir: &Path, shards: usize, taken: &Taken) -> Result<PathBuf, SnapshotError> {
+fn write(dir: &Path, shards: usize, taken: &Taken<'_>) -> Result<PathBuf, SnapshotError> {
     let name = Name { shards, shard: taken.shard, covered: taken.covered };
     let path = dir.join(name.file_name());
     let body = BodyOut {
@@ -171,11 +173,7 @@ fn write(dir: &Path, shards: usize, taken: &Taken) -> Result<PathBuf, SnapshotEr
             .iter()
             .map(|d| DomainOut {
                 state: &d.state,
-                recent: d
-                    .recent
-                    .iter()
-                    .map(|(id, events)| (id.as_str(), events.iter().map(|e| &**e).collect()))
-                    .collect(),
+                recent: d.recent.iter().map(|(id, events)| (id, events.iter().map(|e| &**e).collect())).collect(),
             })
             .collect(),
     };
@@ -364,6 +362,43 @@ pub(crate) struct Settings {
     pub(crate) latest: Vec<Option<u64>>,
     /// The journal's durable end, kept by the writers.
     pub(crate) durable_end: Arc<AtomicU64>,
+    /// Each shard's domains as recovered: where its replica starts.
+    pub(crate) replicas: Vec<BTreeMap<String, DomainEntry>>,
+    /// `EngineOptions::idempotency_window`, for the replicas' domains.
+    pub(crate) window: usize,
+}
+
+/// The snapshot thread's copy of one shard's domains.
+struct Replica {
+    domains: BTreeMap<String, DomainEntry>,
+    /// Durable events not yet folded in, by journal offset.
+    pending: VecDeque<(u64, Arc<Envelope>)>,
+    /// Set when an event would not apply: no more snapshots of this shard
+    /// until a restart (the journal stays the record).
+    broken: Option<String>,
+}
+
+impl Replica {
+    /// Folds in the pending events below `covered`.
+    fn catch_up(&mut self, covered: u64, window: usize) {
+        while self.pending.front().is_some_and(|(at, _)| *at < covered) {
+            let (at, envelope) = self.pending.pop_front().expect("checked above");
+            if self.broken.is_some() {
+                continue;
+            }
+            let domain = self
+                .domains
+                .entry(envelope.domain.clone())
+                .or_insert_with(|| DomainEntry::new(&envelope.domain, window));
+            match domain.state.apply(&envelope) {
+                Ok(()) => domain.recent.record(envelope),
+                Err(violation) => {
+                    tracing::error!(offset = at, %violation, "snapshot replica broken: no more snapshots of this shard until a restart");
+                    self.broken = Some(violation.to_string());
+                }
+            }
+        }
+    }
 }
 
 /// Starts the thread that writes the snapshots the shards hand over.
@@ -390,28 +425,39 @@ fn snapshot_loop(mut settings: Settings, receiver: &mpsc::Receiver<ToSnapshots>,
     let mut dir_ready = false;
     let mut asked = vec![false; settings.shards];
     let lag_limit = settings.every.saturating_mul(settings.shards as u64);
+    let mut replicas: Vec<Replica> = std::mem::take(&mut settings.replicas)
+        .into_iter()
+        .map(|domains| Replica { domains, pending: VecDeque::new(), broken: None })
+        .collect();
     while let Ok(first) = receiver.recv() {
         // Only the newest of each shard is worth writing: the older ones
         // queued behind a slow disk would be deleted right after.
-        let mut newest: BTreeMap<usize, Taken> = BTreeMap::new();
+        let mut newest: BTreeMap<usize, (u64, i64)> = BTreeMap::new();
         let mut finish = false;
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
                 ToSnapshots::Finish => finish = true,
-                ToSnapshots::Taken(taken) => {
-                    asked[taken.shard] = false;
-                    if newest.get(&taken.shard).is_none_or(|t| t.covered < taken.covered) {
-                        newest.insert(taken.shard, taken);
+                ToSnapshots::Durable { shard, first, events } => replicas[shard].pending.extend((first..).zip(events)),
+                ToSnapshots::Due { shard, covered, taken_at_ms } => {
+                    asked[shard] = false;
+                    if newest.get(&shard).is_none_or(|&(newer, _)| newer < covered) {
+                        newest.insert(shard, (covered, taken_at_ms));
                     }
                 }
             }
             next = receiver.try_recv().ok();
         }
-        for (shard, taken) in newest {
-            if settings.latest[shard].is_some_and(|covered| covered >= taken.covered) {
+        for (shard, (covered, taken_at_ms)) in newest {
+            if settings.latest[shard].is_some_and(|latest| latest >= covered) {
                 continue; // Nothing new since the last one.
             }
+            let replica = &mut replicas[shard];
+            replica.catch_up(covered, settings.window);
+            if replica.broken.is_some() {
+                continue;
+            }
+            let taken = Taken { shard, covered, taken_at_ms, domains: replica.domains.values().collect() };
             if !dir_ready {
                 match ensure_dir(&settings.data_dir, &dir) {
                     Ok(()) => dir_ready = true,
@@ -468,22 +514,26 @@ mod tests {
         0
     }
 
-    fn taken(covered: u64, domains: &[&str]) -> Taken {
-        let domains = domains
+    fn entries(domains: &[&str]) -> Vec<DomainEntry> {
+        domains
             .iter()
             .map(|d| {
-                let mut state = DomainState::new(*d);
-                state.last_sequence = 3;
+                let mut entry = DomainEntry::new(d, 10);
+                entry.state.last_sequence = 3;
                 let envelope = Arc::new(Envelope {
                     domain: (*d).into(),
                     sequence: 3,
                     command_id: "c".into(),
                     ..Default::default()
                 });
-                TakenDomain { state, recent: vec![("c".into(), vec![envelope])] }
+                entry.recent.insert("c".into(), vec![envelope]);
+                entry
             })
-            .collect();
-        Taken { shard: 0, covered, taken_at_ms: 1, domains }
+            .collect()
+    }
+
+    fn taken(covered: u64, domains: &[DomainEntry]) -> Taken<'_> {
+        Taken { shard: 0, covered, taken_at_ms: 1, domains: domains.iter().collect() }
     }
 
     #[test]
@@ -501,7 +551,7 @@ mod tests {
     #[test]
     fn a_written_snapshot_reads_back_and_any_damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), 1, &taken(7, &["a", "b"])).unwrap();
+        let path = write(dir.path(), 1, &taken(7, &entries(&["a", "b"]))).unwrap();
         let name = Name { shards: 1, shard: 0, covered: 7 };
         let loaded = load(&path, name, all_in_zero).unwrap();
         assert_eq!(loaded.iter().map(|d| d.state.domain.as_str()).collect::<Vec<_>>(), ["a", "b"]);
@@ -520,7 +570,7 @@ mod tests {
             assert!(error.contains(expected), "{error}");
         }
         // and a file whose body disagrees with its name is refused too
-        let other = write(dir.path(), 1, &taken(8, &["a"])).unwrap();
+        let other = write(dir.path(), 1, &taken(8, &entries(&["a"]))).unwrap();
         let error = load(&other, name, all_in_zero).err().unwrap().to_string();
         assert!(error.contains("unlike its name"), "{error}");
     }

@@ -18,6 +18,7 @@ use switchboard_domain::Envelope;
 use switchboard_journal::{Appender, JournalError};
 use tokio::sync::{broadcast, mpsc as tokio_mpsc};
 
+use crate::snapshot::ToSnapshots;
 use crate::timer::Due;
 
 /// Called once the job's events are durable (`Ok`) or cannot be (`Err`).
@@ -51,6 +52,9 @@ pub(crate) struct Outlets {
     /// The end of the highest durable append of any shard, shared by all
     /// writers (see [`covered`]). Starts at the journal's end after recovery.
     pub(crate) durable_end: Arc<AtomicU64>,
+    /// This shard's index and the snapshot thread, which folds every durable
+    /// group into its replica; `None` when snapshots are off.
+    pub(crate) snapshots: Option<(usize, mpsc::Sender<ToSnapshots>)>,
 }
 
 /// Starts shard `index`'s writer. It ends once every sender of `jobs` is
@@ -89,6 +93,12 @@ fn write_loop(jobs: &mpsc::Receiver<Job>, outlets: &Outlets) {
             if outlets.failed.set(e.clone()).is_ok() {
                 tracing::error!(error = %e, "journal append failed: the shard takes no more commands until a restart");
             }
+        }
+        if let (Ok(Some(first)), Some((shard, sender))) = (&written, &outlets.snapshots) {
+            // Before any job completes: a snapshot barrier among them must
+            // find these events already handed over.
+            let events = group.iter().flat_map(|job| job.events.iter().cloned()).collect();
+            let _ = sender.send(ToSnapshots::Durable { shard: *shard, first: *first, events });
         }
         let mut covered = written.clone().map(|first| covered(&outlets.durable_end, first, count));
         for job in group {
