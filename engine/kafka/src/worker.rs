@@ -185,7 +185,7 @@ struct Partition {
 /// A partition's states as of a point in its `events`, in the `snapshots`
 /// topic under the key `<events topic>/<partition>`. JSON, like the
 /// embedded engine's snapshots: states hold maps with string keys.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 struct Snapshot {
     /// Format version; a reader skips a snapshot of a version it does not know.
     version: u32,
@@ -200,20 +200,27 @@ struct Snapshot {
 
 const SNAPSHOT_VERSION: u32 = 1;
 
-impl Snapshot {
+/// A [`Snapshot`] as written: the same JSON, borrowed from the partition's
+/// states, so taking one does not copy them on the worker's thread.
+#[derive(serde::Serialize)]
+struct SnapshotOut<'a> {
+    version: u32,
+    resume_at: i64,
+    next_offset: u64,
+    domains: BTreeMap<&'a str, (&'a DomainState, Vec<&'a str>)>,
+}
+
+impl<'a> SnapshotOut<'a> {
     /// A snapshot of `partition` as it is, to be read on from `resume_at`.
-    fn of(partition: &Partition, resume_at: i64) -> Snapshot {
-        Snapshot {
+    fn of(partition: &'a Partition, resume_at: i64) -> SnapshotOut<'a> {
+        SnapshotOut {
             version: SNAPSHOT_VERSION,
             resume_at,
             next_offset: partition.next_offset,
             domains: partition
                 .domains
                 .iter()
-                .map(|(id, d)| {
-                    let recent = d.recent.entries().into_iter().map(|(command_id, _)| command_id).collect();
-                    (id.clone(), (d.state.clone(), recent))
-                })
+                .map(|(id, d)| (id.as_str(), (&d.state, d.recent.iter().map(|(command_id, _)| command_id).collect())))
                 .collect(),
         }
     }
@@ -371,9 +378,8 @@ impl<'a> Session<'a> {
                 .fetch_watermarks(&topics.events, partition, CALL_TIMEOUT)
                 .map_err(client_error("read the end of the events partition"))?;
             let state = self.owned.get_mut(&partition).expect("due partitions are owned");
-            let snapshot = Snapshot::of(state, resume_at);
             state.snapshot_at = state.next_offset;
-            let body = serde_json::to_vec(&snapshot)
+            let body = serde_json::to_vec(&SnapshotOut::of(state, resume_at))
                 .map_err(|e| Error::Broker { action: "encode a snapshot".into(), reason: e.to_string() })?;
             if body.len() > MAX_RECORD_BYTES {
                 tracing::warn!(partition, bytes = body.len(), "snapshot too large for one record; skipped");
@@ -682,7 +688,7 @@ mod tests {
             write(&layout.events, b"acme", batch.encode_to_vec());
         }
         // Taken after both batches, but resuming at the first one's Kafka offset.
-        let snapshot = serde_json::to_vec(&Snapshot::of(&live, 0)).unwrap();
+        let snapshot = serde_json::to_vec(&SnapshotOut::of(&live, 0)).unwrap();
         write(&layout.snapshots, snapshot_key(&layout.events, 0).as_bytes(), snapshot);
         let mut after = configure_agent("c-3");
         if let Some(C::ConfigureAgent(configure)) = &mut after.command {

@@ -88,12 +88,8 @@ impl Recent {
         }
     }
 
-    /// The remembered commands, oldest first: what a snapshot keeps.
-    pub fn entries(&self) -> Vec<(String, Vec<Arc<Envelope>>)> {
-        self.iter().map(|(id, events)| (id.to_owned(), events.to_vec())).collect()
-    }
-
-    /// The remembered commands and their events, oldest first.
+    /// The remembered commands and their events, oldest first: what a
+    /// snapshot keeps.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[Arc<Envelope>])> {
         self.order.iter().map(|id| (id.as_str(), self.events.get(id).map_or(&[][..], Vec::as_slice)))
     }
