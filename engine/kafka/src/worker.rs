@@ -626,15 +626,15 @@ mod tests {
     use switchboard_proto::v1::command::Command as C;
     use switchboard_proto::v1::{AgentProfile, ChannelCapacity, ConfigureAgent};
 
-    fn configure_agent(command_id: &str) -> Command {
+    fn configure_agent(command_id: &str, agent_id: &str) -> Command {
         Command {
             command_id: command_id.into(),
             domain: "acme".into(),
             at_ms: 1_000,
             command: Some(C::ConfigureAgent(ConfigureAgent {
                 profile: Some(AgentProfile {
-                    agent_id: "ana".into(),
-                    name: "Ana".into(),
+                    agent_id: agent_id.into(),
+                    name: agent_id.into(),
                     capacities: vec![ChannelCapacity { channel: 1, max: 2 }],
                     queue_ids: vec![],
                 }),
@@ -645,14 +645,14 @@ mod tests {
     #[test]
     fn a_decision_carries_journal_offsets_and_a_repeat_is_decided_once() {
         let mut partition = Partition::default();
-        let batch = decide(&mut partition, configure_agent("c-1"), 5_000, 10);
+        let batch = decide(&mut partition, configure_agent("c-1", "ana"), 5_000, 10);
         assert_eq!((batch.first_offset, batch.records.len(), batch.command_id.as_str()), (0, 1, "c-1"));
         assert_eq!(partition.next_offset, 1);
-        let repeat = decide(&mut partition, configure_agent("c-1"), 5_000, 10);
+        let repeat = decide(&mut partition, configure_agent("c-1", "ana"), 5_000, 10);
         assert!(repeat.records.is_empty() && repeat.refused.is_none(), "same id: decided once, answered again");
         assert_eq!((repeat.first_offset, repeat.command_id.as_str()), (1, "c-1"));
         assert_eq!(partition.next_offset, 1);
-        let unchanged = decide(&mut partition, configure_agent("c-2"), 5_000, 10);
+        let unchanged = decide(&mut partition, configure_agent("c-2", "ana"), 5_000, 10);
         assert!(unchanged.records.is_empty() && unchanged.refused.is_none(), "same configuration writes nothing");
         assert_eq!(unchanged.first_offset, 1);
     }
@@ -679,22 +679,15 @@ mod tests {
 
         let mut live = Partition::default();
         for (command_id, agent) in [("c-1", "ana"), ("c-2", "bob")] {
-            let mut command = configure_agent(command_id);
-            if let Some(C::ConfigureAgent(configure)) = &mut command.command {
-                configure.profile.as_mut().unwrap().agent_id = agent.into();
-            }
-            let batch = decide(&mut live, command, 5_000, 10);
+            let batch = decide(&mut live, configure_agent(command_id, agent), 5_000, 10);
             assert_eq!(batch.records.len(), 1);
             write(&layout.events, b"acme", batch.encode_to_vec());
         }
         // Taken after both batches, but resuming at the first one's Kafka offset.
         let snapshot = serde_json::to_vec(&SnapshotOut::of(&live, 0)).unwrap();
         write(&layout.snapshots, snapshot_key(&layout.events, 0).as_bytes(), snapshot);
-        let mut after = configure_agent("c-3");
-        if let Some(C::ConfigureAgent(configure)) = &mut after.command {
-            configure.profile.as_mut().unwrap().agent_id = "cid".into();
-        }
-        write(&layout.events, b"acme", decide(&mut live, after, 6_000, 10).encode_to_vec());
+        let after = decide(&mut live, configure_agent("c-3", "cid"), 6_000, 10);
+        write(&layout.events, b"acme", after.encode_to_vec());
 
         let (rebuilt, from_snapshot) = rebuild_partition(&options, 0).unwrap();
         assert!(from_snapshot);
@@ -707,7 +700,7 @@ mod tests {
     #[test]
     fn a_refusal_is_written_with_its_code_and_changes_nothing() {
         let mut partition = Partition::default();
-        let mut command = configure_agent("c-1");
+        let mut command = configure_agent("c-1", "ana");
         command.domain.clear();
         let batch = decide(&mut partition, command, 5_000, 10);
         assert_eq!(batch.refused.unwrap().code, "invalid");

@@ -375,7 +375,7 @@ struct Replica {
     pending: VecDeque<(u64, Arc<Envelope>)>,
     /// Set when an event would not apply: no more snapshots of this shard
     /// until a restart (the journal stays the record).
-    broken: Option<String>,
+    broken: bool,
 }
 
 impl Replica {
@@ -383,7 +383,7 @@ impl Replica {
     fn catch_up(&mut self, covered: u64, window: usize) {
         while self.pending.front().is_some_and(|(at, _)| *at < covered) {
             let (at, envelope) = self.pending.pop_front().expect("checked above");
-            if self.broken.is_some() {
+            if self.broken {
                 continue;
             }
             let domain = self
@@ -394,7 +394,7 @@ impl Replica {
                 Ok(()) => domain.recent.record(envelope),
                 Err(violation) => {
                     tracing::error!(offset = at, %violation, "snapshot replica broken: no more snapshots of this shard until a restart");
-                    self.broken = Some(violation.to_string());
+                    self.broken = true;
                 }
             }
         }
@@ -427,7 +427,7 @@ fn snapshot_loop(mut settings: Settings, receiver: &mpsc::Receiver<ToSnapshots>,
     let lag_limit = settings.every.saturating_mul(settings.shards as u64);
     let mut replicas: Vec<Replica> = std::mem::take(&mut settings.replicas)
         .into_iter()
-        .map(|domains| Replica { domains, pending: VecDeque::new(), broken: None })
+        .map(|domains| Replica { domains, pending: VecDeque::new(), broken: false })
         .collect();
     while let Ok(first) = receiver.recv() {
         // Only the newest of each shard is worth writing: the older ones
@@ -454,7 +454,7 @@ fn snapshot_loop(mut settings: Settings, receiver: &mpsc::Receiver<ToSnapshots>,
             }
             let replica = &mut replicas[shard];
             replica.catch_up(covered, settings.window);
-            if replica.broken.is_some() {
+            if replica.broken {
                 continue;
             }
             let taken = Taken { shard, covered, taken_at_ms, domains: replica.domains.values().collect() };

@@ -72,21 +72,16 @@ impl Timings {
         let Some(event) = &envelope.event else { return };
         let domain = &envelope.domain;
         let kind = event_name(event);
-        if !self.events.contains_key(domain) {
-            self.events.insert(domain.clone(), HashMap::new());
-        }
-        let by_kind = self.events.get_mut(domain).expect("inserted above");
-        by_kind
+        per_domain(&mut self.events, domain, HashMap::new)
             .entry(kind)
             .or_insert_with(|| counter!("switchboard_events_total", "domain" => domain.clone(), "kind" => kind))
             .increment(1);
-        if !self.event_bytes.contains_key(domain) {
-            let bytes = counter!("switchboard_event_bytes_total", "domain" => domain.clone());
-            self.event_bytes.insert(domain.clone(), bytes);
-        }
-        if let Some(bytes) = self.event_bytes.get(domain) {
-            bytes.increment(prost::Message::encoded_len(envelope) as u64);
-        }
+        per_domain(
+            &mut self.event_bytes,
+            domain,
+            || counter!("switchboard_event_bytes_total", "domain" => domain.clone()),
+        )
+        .increment(prost::Message::encoded_len(envelope) as u64);
         let key = |conversation: &str| (domain.clone(), conversation.to_owned());
         match event {
             Event::ConversationCreated(e) => {
@@ -94,16 +89,24 @@ impl Timings {
             }
             Event::OfferAccepted(e) if e.kind() == OfferKind::Routed => {
                 if let Some(created) = self.created_ms.remove(&key(&e.conversation_id)) {
-                    per_domain(&mut self.speed_of_answer, domain, "switchboard_speed_of_answer_seconds")
-                        .record((envelope.at_ms - created) as f64 / 1000.0);
+                    per_domain(
+                        &mut self.speed_of_answer,
+                        domain,
+                        || histogram!("switchboard_speed_of_answer_seconds", "domain" => domain.clone()),
+                    )
+                    .record((envelope.at_ms - created) as f64 / 1000.0);
                 }
                 self.accepted_ms.entry(key(&e.conversation_id)).or_insert(envelope.at_ms);
             }
             Event::ConversationEnded(e) => {
                 self.created_ms.remove(&key(&e.conversation_id));
                 if let Some(accepted) = self.accepted_ms.remove(&key(&e.conversation_id)) {
-                    per_domain(&mut self.handle_time, domain, "switchboard_handle_time_seconds")
-                        .record((envelope.at_ms - accepted) as f64 / 1000.0);
+                    per_domain(
+                        &mut self.handle_time,
+                        domain,
+                        || histogram!("switchboard_handle_time_seconds", "domain" => domain.clone()),
+                    )
+                    .record((envelope.at_ms - accepted) as f64 / 1000.0);
                 }
             }
             Event::WrapUpSubmitted(e) => {
@@ -122,12 +125,13 @@ impl Timings {
     }
 }
 
-/// `domain`'s histogram `name` from `handles`, registered the first time.
-fn per_domain<'a>(handles: &'a mut HashMap<String, Histogram>, domain: &str, name: &'static str) -> &'a Histogram {
+/// `domain`'s entry of `handles`, made the first time. (Not `entry()`: that
+/// would copy the domain name for every event.)
+fn per_domain<'a, T>(handles: &'a mut HashMap<String, T>, domain: &str, make: impl FnOnce() -> T) -> &'a mut T {
     if !handles.contains_key(domain) {
-        handles.insert(domain.to_owned(), histogram!(name, "domain" => domain.to_owned()));
+        handles.insert(domain.to_owned(), make());
     }
-    &handles[domain]
+    handles.get_mut(domain).expect("inserted above")
 }
 
 /// `GET /metrics`.
