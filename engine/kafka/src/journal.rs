@@ -506,7 +506,6 @@ impl Journal for KafkaJournal {
         let mut reader =
             PartitionReader::new(&self.brokers, &self.topic, self.partition).map_err(|e| broker_error(&action, e))?;
         let start = self.locate(&mut reader, offset).map_err(|e| broker_error(&action, e))?;
-        let (_, high) = reader.watermarks().map_err(|e| broker_error(&action, e))?;
         reader.seek(start).map_err(|e| broker_error(&action, e))?;
         let mut pending = std::collections::VecDeque::new();
         let mut reached = offset;
@@ -519,15 +518,19 @@ impl Journal for KafkaJournal {
             if failed || reached >= end {
                 return None;
             }
-            match reader.next_batch(high) {
+            // No Kafka bound: the read stops at the journal offset this
+            // handle acknowledged. The partition's end as the read began (a
+            // read-committed watermark is the last stable offset) can still
+            // lie before that, since a commit is acknowledged before the
+            // last stable offset moves past it, and another writer's open
+            // transaction holds it back.
+            match reader.next_batch(i64::MAX) {
                 Ok(Some(batch)) => {
                     reached = reached.max(batch.end_offset());
                     pending
                         .extend((batch.first_offset..).zip(batch.records).filter(|(at, _)| *at >= offset && *at < end));
                 }
-                // The broker acknowledges a commit before its markers are
-                // written, so a read right after an append can briefly end
-                // short of it: wait for what this journal acknowledged.
+                // The end of what is committed so far: wait for the rest.
                 Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
                 Ok(None) => {
                     failed = true;

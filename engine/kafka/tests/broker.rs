@@ -30,6 +30,41 @@ fn the_kafka_journal_passes_the_journal_conformance_suite() {
     });
 }
 
+/// A commit is acknowledged before the broker moves the partition's last
+/// stable offset past it, and another writer's open transaction holds that
+/// offset back for as long as it stays open: a read must wait for what the
+/// journal acknowledged, not stop at where committed records ended when it
+/// began.
+#[test]
+fn a_read_waits_for_acknowledged_records_behind_another_writers_open_transaction() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use std::time::Duration;
+
+    let Some(brokers) = testing::broker() else { return };
+    let topic = fresh_topic(&brokers, 1);
+    let mut journal = KafkaJournal::open(&brokers, &topic, 0).unwrap();
+    let other: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &*brokers)
+        .set("broker.address.family", "v4")
+        .set("transactional.id", format!("{topic}.other"))
+        .create()
+        .unwrap();
+    other.init_transactions(Duration::from_secs(30)).unwrap();
+    other.begin_transaction().unwrap();
+    other.send(BaseRecord::<(), [u8]>::to(&topic).partition(0).payload(b"not a batch")).map_err(|(e, _)| e).unwrap();
+    other.flush(Duration::from_secs(30)).unwrap();
+
+    assert_eq!(journal.append(&[b"one", b"two"]).unwrap(), 0);
+    let records = journal.read_from(0).unwrap();
+    let abort = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        other.abort_transaction(Duration::from_secs(30)).unwrap();
+    });
+    let records: Vec<(u64, Vec<u8>)> = records.map(Result::unwrap).collect();
+    abort.join().unwrap();
+    assert_eq!(records, vec![(0, b"one".to_vec()), (1, b"two".to_vec())]);
+}
+
 #[test]
 fn partitions_are_separate_journals_and_a_new_writer_fences_the_old_one() {
     let Some(brokers) = testing::broker() else { return };
