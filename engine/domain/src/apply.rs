@@ -49,6 +49,9 @@ impl DomainState {
         if let Some(event) = &envelope.event {
             self.apply_event(event, envelope.at_ms, envelope.sequence, &blame)?;
         }
+        // After the event, which may itself concern a conversation that is
+        // due to be forgotten: its decision saw the conversation.
+        self.forget_closed_up_to(envelope.at_ms.saturating_sub(self.closed_retention_ms));
         self.last_sequence = envelope.sequence;
         self.last_at_ms = envelope.at_ms;
         Ok(())
@@ -132,6 +135,12 @@ impl DomainState {
             }
             Event::WrapUpReasonsConfigured(e) => self.wrap_up_reasons = e.reasons.clone(),
             Event::IdleReasonsConfigured(e) => self.idle_reasons = e.reasons.clone(),
+            Event::RetentionConfigured(e) => {
+                if e.closed_conversation_ms < 0 {
+                    return blame.fail("retention", format!("negative retention {} ms", e.closed_conversation_ms));
+                }
+                self.closed_retention_ms = e.closed_conversation_ms;
+            }
             Event::ConversationCreated(e) => {
                 if self.conversations.contains_key(&e.conversation_id) {
                     return blame
@@ -405,7 +414,7 @@ impl DomainState {
                     queue.waiting.remove(&key);
                 }
                 if !has_participants {
-                    self.forget_if_closed(&e.conversation_id);
+                    self.note_if_closed(&e.conversation_id, at_ms);
                 }
             }
             Event::WrapUpStarted(e) => {
@@ -457,7 +466,7 @@ impl DomainState {
                 if let Some(conversation) = self.conversations.get_mut(&e.conversation_id) {
                     conversation.wrapping_up.remove(&e.agent_id);
                 }
-                self.forget_if_closed(&e.conversation_id);
+                self.note_if_closed(&e.conversation_id, at_ms);
             }
             Event::WorkflowTriggered(e) => {
                 let conversation = self.active_conversation_mut(&e.conversation_id, blame)?;
@@ -671,11 +680,29 @@ impl DomainState {
     /// "none is lost" can be checked) and its agent messages (channels send
     /// receipts late), but not the sender ids of customer messages: no
     /// customer message is taken after the end.
-    fn forget_if_closed(&mut self, conversation_id: &str) {
+    /// Once a conversation is closed, drops what only an open one needs
+    /// and puts it in line for the retention.
+    fn note_if_closed(&mut self, conversation_id: &str, at_ms: i64) {
         if let Some(conversation) = self.conversations.get_mut(conversation_id) {
             if conversation.status == ConversationStatus::Ended && conversation.wrapping_up.is_empty() {
                 conversation.external_ids.clear();
+                self.closed.insert((at_ms, conversation_id.to_owned()));
             }
+        }
+    }
+
+    /// Forgets the conversations that closed at or before `cutoff_ms`, when
+    /// a retention is set.
+    fn forget_closed_up_to(&mut self, cutoff_ms: i64) {
+        if self.closed_retention_ms == 0 {
+            return;
+        }
+        while let Some((closed_at_ms, _)) = self.closed.first() {
+            if *closed_at_ms > cutoff_ms {
+                break;
+            }
+            let (_, conversation_id) = self.closed.pop_first().expect("looked at above");
+            self.conversations.remove(&conversation_id);
         }
     }
 }

@@ -246,6 +246,17 @@ fn decide(out: &mut Emitter, command: &C) -> Result<(), Rejection> {
             }
             out.emit(Event::IdleReasonsConfigured(IdleReasonsConfigured { reasons: c.reasons.clone() }))
         }
+        C::ConfigureRetention(c) => {
+            if c.closed_conversation_ms < 0 {
+                return Err(Rejection::Invalid(format!(
+                    "closed_conversation_ms must be 0 (keep forever) or more, not {}",
+                    c.closed_conversation_ms
+                )));
+            }
+            out.emit(Event::RetentionConfigured(RetentionConfigured {
+                closed_conversation_ms: c.closed_conversation_ms,
+            }))
+        }
         C::ReceiveCustomerMessage(c) => receive_customer_message(out, c),
         C::CustomerLeave(c) => {
             let conversation = state.known_conversation(&c.conversation_id)?;

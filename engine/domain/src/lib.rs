@@ -44,6 +44,7 @@ pub fn event_name(event: &switchboard_proto::v1::envelope::Event) -> &'static st
         E::AgentProfileConfigured(_) => "AgentProfileConfigured",
         E::WrapUpReasonsConfigured(_) => "WrapUpReasonsConfigured",
         E::IdleReasonsConfigured(_) => "IdleReasonsConfigured",
+        E::RetentionConfigured(_) => "RetentionConfigured",
         E::ConversationCreated(_) => "ConversationCreated",
         E::CustomerMessageReceived(_) => "CustomerMessageReceived",
         E::ConversationQueued(_) => "ConversationQueued",

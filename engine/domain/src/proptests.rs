@@ -64,7 +64,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 /// The conversation id a step names; a later arrival after the end starts a
-/// new conversation under a fresh id.
+/// new conversation under a fresh id (or an id the retention forgot).
 fn conversation_id(state: &DomainState, n: u8) -> String {
     let mut generation = 0;
     while state
@@ -194,8 +194,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_command_sequences_keep_every_invariant(steps in proptest::collection::vec(step(), 1..150)) {
+    fn random_command_sequences_keep_every_invariant(
+        steps in proptest::collection::vec(step(), 1..150),
+        retention_ms in prop_oneof![Just(0i64), 1i64..60_000],
+    ) {
         let mut f = Fixture::new(RoutingStrategy::LongestAvailable);
+        // Forgotten conversations free their ids, which later arrivals reuse.
+        f.ok(C::ConfigureRetention(ConfigureRetention { closed_conversation_ms: retention_ms }));
         for agent in AGENTS {
             f.agent(agent, 2);
         }

@@ -22,8 +22,17 @@ pub struct DomainState {
     pub queues: BTreeMap<QueueId, Queue>,
     /// Agents by id.
     pub agents: BTreeMap<AgentId, Agent>,
-    /// Conversations by id, closed ones included (without their messages).
+    /// Conversations by id, closed ones included (without their messages)
+    /// until the retention forgets them.
     pub conversations: BTreeMap<ConversationId, Conversation>,
+    /// Closed conversations still in `conversations`, by the time of the
+    /// event that closed them: what the retention forgets next.
+    #[serde(default)]
+    pub closed: BTreeSet<(i64, ConversationId)>,
+    /// How long a closed conversation is kept, in milliseconds; 0 keeps it
+    /// forever.
+    #[serde(default)]
+    pub closed_retention_ms: i64,
     /// Offers that are open: made, and not yet accepted, timed out or withdrawn.
     pub offers: BTreeMap<OfferId, Offer>,
     /// How many offers were ever made; numbers the next offer id.

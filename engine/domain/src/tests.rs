@@ -812,3 +812,50 @@ fn a_receipt_that_arrives_after_the_conversation_closed_is_still_recorded() {
     f.ok(C::RecordReceipt(RecordReceipt { conversation_id: "wa".into(), message_id: "bye".into(), read: true }));
     assert_eq!(f.kinds(), ["MessageRead"]);
 }
+
+#[test]
+fn a_closed_conversation_is_forgotten_once_the_retention_has_passed_and_not_before() {
+    let mut f = Fixture::new(RoutingStrategy::LongestAvailable);
+    let retention = |ms| C::ConfigureRetention(ConfigureRetention { closed_conversation_ms: ms });
+    assert!(matches!(f.run(retention(-1)), Err(Rejection::Invalid(_))));
+    f.ok(retention(60_000));
+    f.agent("amy", 2).available("amy", 0);
+    f.owns("amy", "old", QUEUE_WHATSAPP);
+    f.message("amy", "old", "bye", "goodbye").unwrap();
+    f.end("amy", "old").unwrap();
+    f.at(10_000).wrap_up("amy", "old", &["support"]).unwrap();
+    f.owns("amy", "open", QUEUE_CHAT);
+    f.end("amy", "open").unwrap();
+
+    f.at(69_999).ok(C::RecordReceipt(RecordReceipt {
+        conversation_id: "old".into(),
+        message_id: "bye".into(),
+        read: true,
+    }));
+    assert_eq!(f.place("old"), Place::Closed, "kept until the retention has passed");
+    assert_eq!(f.end("amy", "old"), Err(Rejection::ConversationEnded("old".into())));
+
+    f.customer_writes("new", QUEUE_WHATSAPP, 70_000);
+    assert!(!f.state.conversations.contains_key("old"), "forgotten by the first event 60 s after it closed");
+    assert_eq!(f.place("open"), Place::WrapUp, "a conversation still owing a wrap-up is never forgotten");
+    assert_eq!(f.state.closed.len(), 0);
+    assert_eq!(f.end("amy", "old"), Err(Rejection::UnknownConversation("old".into())));
+
+    let mut replayed = DomainState::new("acme");
+    for envelope in &f.history {
+        replayed.apply(envelope).unwrap();
+    }
+    assert_eq!(format!("{replayed:?}"), format!("{:?}", f.state), "the fold forgets exactly what the engine did");
+}
+
+#[test]
+fn without_a_retention_closed_conversations_are_kept_forever() {
+    let mut f = Fixture::new(RoutingStrategy::LongestAvailable);
+    f.agent("amy", 1).available("amy", 0);
+    f.owns("amy", "c1", QUEUE_CHAT);
+    f.end("amy", "c1").unwrap();
+    f.wrap_up("amy", "c1", &["sale"]).unwrap();
+    f.ok(C::ConfigureRetention(ConfigureRetention { closed_conversation_ms: 0 }));
+    f.customer_writes("c2", QUEUE_CHAT, i64::MAX / 2);
+    assert_eq!(f.place("c1"), Place::Closed);
+}

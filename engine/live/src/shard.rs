@@ -349,6 +349,7 @@ pub fn changes_nothing(state: &DomainState, command: &Command) -> bool {
         }),
         Some(C::ConfigureWrapUpReasons(c)) => state.wrap_up_reasons == c.reasons,
         Some(C::ConfigureIdleReasons(c)) => state.idle_reasons == c.reasons,
+        Some(C::ConfigureRetention(c)) => state.closed_retention_ms == c.closed_conversation_ms,
         _ => false,
     }
 }
@@ -357,7 +358,13 @@ pub fn changes_nothing(state: &DomainState, command: &Command) -> bool {
 pub fn is_configuration(command: &Command) -> bool {
     matches!(
         command.command,
-        Some(C::ConfigureQueue(_) | C::ConfigureAgent(_) | C::ConfigureWrapUpReasons(_) | C::ConfigureIdleReasons(_))
+        Some(
+            C::ConfigureQueue(_)
+                | C::ConfigureAgent(_)
+                | C::ConfigureWrapUpReasons(_)
+                | C::ConfigureIdleReasons(_)
+                | C::ConfigureRetention(_)
+        )
     )
 }
 

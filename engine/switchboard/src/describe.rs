@@ -113,6 +113,10 @@ pub fn describe(event: &Event) -> String {
         },
         Event::WrapUpReasonsConfigured(e) => format!("wrap-up reasons: {}", e.reasons.join(", ")),
         Event::IdleReasonsConfigured(e) => format!("idle reasons: {}", e.reasons.join(", ")),
+        Event::RetentionConfigured(e) if e.closed_conversation_ms == 0 => "closed conversations kept forever".into(),
+        Event::RetentionConfigured(e) => {
+            format!("closed conversations kept {} ms after they close", e.closed_conversation_ms)
+        }
         Event::ConversationCreated(e) => {
             let customer = e.customer.clone().unwrap_or_default();
             format!(
@@ -262,6 +266,7 @@ pub fn touched(event: &Event) -> (Option<&str>, Vec<&str>) {
         Event::QueueConfigured(_)
         | Event::WrapUpReasonsConfigured(_)
         | Event::IdleReasonsConfigured(_)
+        | Event::RetentionConfigured(_)
         | Event::AnnouncementPosted(_) => (None, vec![]),
         Event::AgentProfileConfigured(e) => (None, e.profile.iter().map(|p| p.agent_id.as_str()).collect()),
         Event::ConversationCreated(e) => (Some(&e.conversation_id), vec![]),

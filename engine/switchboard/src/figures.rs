@@ -475,6 +475,7 @@ impl Figures {
             | Event::AgentProfileConfigured(_)
             | Event::WrapUpReasonsConfigured(_)
             | Event::IdleReasonsConfigured(_)
+            | Event::RetentionConfigured(_)
             | Event::WorkflowTriggered(_)
             | Event::AnnouncementPosted(_) => {}
         }

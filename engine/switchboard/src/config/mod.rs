@@ -22,7 +22,7 @@ use switchboard_kafka::KafkaSettings;
 use switchboard_proto::v1::command::Command as C;
 use switchboard_proto::v1::{
     AgentProfile, Channel, ChannelCapacity, Command, ConfigureAgent, ConfigureIdleReasons, ConfigureQueue,
-    ConfigureWrapUpReasons,
+    ConfigureRetention, ConfigureWrapUpReasons,
 };
 
 pub use self::names::{ChannelName, QueueSpec, StrategyName, TransferPolicyName};
@@ -81,6 +81,13 @@ impl KafkaSection {
     }
 }
 
+/// A closed conversation stays an hour: long enough for late commands and
+/// receipts about it to be answered as about a closed conversation, short
+/// enough that memory follows the traffic of the last hour, not all of it.
+fn default_closed_retention_ms() -> u64 {
+    3_600_000
+}
+
 /// One tenant: one routing domain and everything configured in it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +112,12 @@ pub struct Tenant {
     /// The reasons agents may give for going Idle; empty accepts any reason.
     #[serde(default)]
     pub idle_reasons: Vec<String>,
+    /// How long the engine keeps a closed conversation (ended, every
+    /// wrap-up submitted) in memory, in milliseconds; 0 keeps them forever.
+    /// Commands about a forgotten conversation are refused as about an
+    /// unknown one; its events stay in the log.
+    #[serde(default = "default_closed_retention_ms")]
+    pub closed_retention_ms: u64,
     /// Which address of which channel feeds which queue.
     #[serde(default)]
     pub entry_points: Vec<EntryPoint>,
@@ -340,6 +353,12 @@ impl Config {
                 .push(command("wrap-up-reasons".into(), C::ConfigureWrapUpReasons(ConfigureWrapUpReasons { reasons })));
             let reasons = tenant.idle_reasons.clone();
             commands.push(command("idle-reasons".into(), C::ConfigureIdleReasons(ConfigureIdleReasons { reasons })));
+            // TOML integers are i64, so a parsed u64 always fits.
+            let closed_conversation_ms = i64::try_from(tenant.closed_retention_ms).unwrap_or(i64::MAX);
+            commands.push(command(
+                "retention".into(),
+                C::ConfigureRetention(ConfigureRetention { closed_conversation_ms }),
+            ));
         }
         commands
     }
@@ -417,6 +436,7 @@ impl Config {
             }],
             wrap_up_reasons: strings(&["resolved", "follow-up", "sale", "other"]),
             idle_reasons: strings(&["break", "lunch", "training"]),
+            closed_retention_ms: default_closed_retention_ms(),
             entry_points: vec![
                 entry(Webchat, "demo-site", "webchat"),
                 entry(Email, "support@demo.example", "email"),

@@ -75,6 +75,7 @@ fn assert_configured_as_written(config: &Config) {
         }
         assert_eq!(state.wrap_up_reasons, tenant.wrap_up_reasons);
         assert_eq!(state.idle_reasons, tenant.idle_reasons);
+        assert_eq!(state.closed_retention_ms, tenant.closed_retention_ms as i64);
         state.check_invariants().unwrap();
     }
 }
@@ -120,7 +121,8 @@ fn configuration_commands_have_deterministic_ids_per_tenant_and_leave_the_time_t
             "config/acme/queue/wa",
             "config/acme/agent/ana",
             "config/acme/wrap-up-reasons",
-            "config/acme/idle-reasons"
+            "config/acme/idle-reasons",
+            "config/acme/retention"
         ]
     );
     assert!(commands.iter().all(|c| c.domain == "acme" && c.at_ms == 0));
@@ -207,6 +209,7 @@ fn every_inconsistency_is_refused_naming_what_is_wrong() {
         ("address = \"+15550100\"", "address = \"\"", "entry_points[0] (whatsapp \"\"): address is empty"),
         ("[\"done\"]", "[\"done\", \"\"]", "tenant acme, wrap_up_reasons: contains an empty reason"),
         ("[\"break\"]", "[\"break\", \"break\"]", "tenant acme, idle_reasons: lists \"break\" twice"),
+        ("idle_reasons = [\"break\"]", "closed_retention_ms = -1", "closed_retention_ms = -1"),
     ];
     for (from, to, expected) in cases {
         let text = if from.is_empty() { String::new() } else { VALID.replacen(from, to, 1) };
@@ -294,6 +297,7 @@ fn keys_left_out_take_their_defaults() {
     let config = Config::from_toml(VALID).unwrap();
     let tenant = config.tenant("acme").unwrap();
     assert_eq!(tenant.display_name(), "acme");
+    assert_eq!(tenant.closed_retention_ms, 3_600_000, "closed conversations are kept an hour");
     let queue = &tenant.queues[0];
     assert_eq!(
         (queue.strategy, queue.offer_timeout_ms, queue.transfer_timeout, queue.priority, queue.auto_wrap_up_ms),
