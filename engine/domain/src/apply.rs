@@ -365,6 +365,34 @@ impl DomainState {
                         format!("conference on {} requested by {}", e.conversation_id, e.owner_agent_id),
                     );
                 }
+                let channel = conversation.channel;
+                if !e.queue_id.is_empty() {
+                    if !channel::policy(channel).expect("real channel").conference_from_queue {
+                        return blame.fail(
+                            "conference from a queue on WhatsApp only",
+                            format!(
+                                "{} conversation {} conferenced from a queue",
+                                channel::name(channel),
+                                e.conversation_id
+                            ),
+                        );
+                    }
+                    let member = self.agents.get(&e.invitee_agent_id).is_some_and(|a| a.queues.contains(&e.queue_id));
+                    let Some(queue) = self.queues.get_mut(&e.queue_id).filter(|q| q.channel() == channel) else {
+                        return blame.fail(
+                            "offers from the queue",
+                            format!("invitee picked from {}, no {} queue", e.queue_id, channel::name(channel)),
+                        );
+                    };
+                    if !member {
+                        return blame.fail(
+                            "offers to queue members",
+                            format!("agent {} is not a member of {}", e.invitee_agent_id, e.queue_id),
+                        );
+                    }
+                    // The queue's turn moves on as for any offer it makes.
+                    queue.last_offered = Some(e.invitee_agent_id.clone());
+                }
                 let conversation = self.conversations.get_mut(&e.conversation_id).expect("checked above");
                 conversation.conference =
                     Some(Conference::Requested { invitee: e.invitee_agent_id.clone(), offer_id: String::new() });

@@ -14,6 +14,9 @@ pub struct ChannelPolicy {
     pub transfer_to_agent: bool,
     /// Whether another agent may be invited into the conversation.
     pub conference: bool,
+    /// Whether the invitee may be picked from a queue instead of named
+    /// (WhatsApp, as in the reference product).
+    pub conference_from_queue: bool,
     /// Whether the channel reports delivery of agent messages.
     pub delivery_receipts: bool,
     /// Whether the channel reports that the customer read a message.
@@ -26,6 +29,7 @@ pub fn policy(channel: Channel) -> Option<ChannelPolicy> {
         compose_limit: Some(1000),
         transfer_to_agent: true,
         conference: true,
+        conference_from_queue: false,
         delivery_receipts: true,
         read_receipts: false,
     };
@@ -37,10 +41,13 @@ pub fn policy(channel: Channel) -> Option<ChannelPolicy> {
             compose_limit: None,
             transfer_to_agent: false,
             conference: false,
+            conference_from_queue: false,
             delivery_receipts: true,
             read_receipts: false,
         }),
-        Channel::Whatsapp => Some(ChannelPolicy { compose_limit: Some(4096), read_receipts: true, ..chat }),
+        Channel::Whatsapp => {
+            Some(ChannelPolicy { compose_limit: Some(4096), read_receipts: true, conference_from_queue: true, ..chat })
+        }
     }
 }
 

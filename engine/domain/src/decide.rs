@@ -135,6 +135,33 @@ impl DomainState {
     }
 
     /// Checks that `agent_id` could be offered `conversation_id` directly.
+    /// The invitee `queue_id`'s strategy picks for a conference in
+    /// `conversation_id`, on a channel that allows picking from a queue.
+    fn conference_from_queue(
+        &self,
+        queue_id: &str,
+        conversation_id: &str,
+        channel: Channel,
+    ) -> Result<routing::Choice, Rejection> {
+        if !channel::policy(channel).expect("real channel").conference_from_queue {
+            return Err(Rejection::NotAllowedOnChannel {
+                channel: channel::name(channel),
+                what: "conference invitations to a queue",
+            });
+        }
+        let (queue_id, queue) =
+            self.queues.get_key_value(queue_id).ok_or_else(|| Rejection::UnknownQueue(queue_id.to_owned()))?;
+        if queue.channel() != channel {
+            return Err(Rejection::ChannelMismatch {
+                queue_id: queue_id.clone(),
+                queue_channel: channel::name(queue.channel()),
+                channel: channel::name(channel),
+            });
+        }
+        routing::choose_agent(self, queue_id, queue, &conversation_id.to_owned())
+            .ok_or_else(|| Rejection::NoAgentAvailable { queue_id: queue_id.clone() })
+    }
+
     fn direct_target(&self, agent_id: &str, conversation_id: &str, channel: Channel) -> Result<(), Rejection> {
         let agent = self.known_agent(agent_id)?;
         let unavailable = |reason: String| Err(Rejection::TargetUnavailable { agent_id: agent_id.to_owned(), reason });
@@ -360,20 +387,35 @@ fn decide(out: &mut Emitter, command: &C) -> Result<(), Rejection> {
             if conversation.conference.is_some() {
                 return Err(Rejection::ConferenceInProgress(c.conversation_id.clone()));
             }
-            state.direct_target(&c.invitee_agent_id, &c.conversation_id, channel)?;
-            let queue_id = conversation.queue_id.clone();
+            let (invitee, from_queue, decision, queue_id) =
+                match (c.invitee_agent_id.is_empty(), c.invitee_queue_id.is_empty()) {
+                    (false, true) => {
+                        state.direct_target(&c.invitee_agent_id, &c.conversation_id, channel)?;
+                        let decision = state.direct_decision(&c.invitee_agent_id, channel);
+                        (c.invitee_agent_id.clone(), String::new(), decision, conversation.queue_id.clone())
+                    }
+                    (true, false) => {
+                        let choice = state.conference_from_queue(&c.invitee_queue_id, &c.conversation_id, channel)?;
+                        (choice.agent_id, choice.queue_id.clone(), choice.decision, choice.queue_id)
+                    }
+                    _ => {
+                        return Err(Rejection::Invalid(
+                            "name exactly one of invitee_agent_id and invitee_queue_id".into(),
+                        ))
+                    }
+                };
             let timeout = state.queues[&queue_id].config.offer_timeout_ms;
             let offer_id = state.next_offer_id();
             out.emit(Event::ConferenceRequested(ConferenceRequested {
                 conversation_id: c.conversation_id.clone(),
                 owner_agent_id: c.agent_id.clone(),
-                invitee_agent_id: c.invitee_agent_id.clone(),
+                invitee_agent_id: invitee.clone(),
+                queue_id: from_queue,
             }))?;
-            let decision = out.state.direct_decision(&c.invitee_agent_id, channel);
             out.emit(Event::ConversationOffered(ConversationOffered {
                 offer_id,
                 conversation_id: c.conversation_id.clone(),
-                agent_id: c.invitee_agent_id.clone(),
+                agent_id: invitee,
                 queue_id,
                 kind: OfferKind::Conference as i32,
                 deadline_ms: out.at_ms.saturating_add(timeout as i64),

@@ -28,6 +28,7 @@ enum Step {
     TransferToQueue { agent: usize, conversation: u8, queue: usize },
     TransferToAgent { agent: usize, conversation: u8, target: usize },
     Invite { agent: usize, conversation: u8, invitee: usize },
+    InviteFromQueue { agent: usize, conversation: u8, queue: usize },
     Leave { agent: usize, conversation: u8 },
     EndConference { agent: usize, conversation: u8 },
     End { agent: usize, conversation: u8 },
@@ -53,6 +54,8 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(agent, conversation, target)| Step::TransferToAgent { agent, conversation, target }),
         4 => (agent.clone(), conversation.clone(), 0usize..3)
             .prop_map(|(agent, conversation, invitee)| Step::Invite { agent, conversation, invitee }),
+        2 => (agent.clone(), conversation.clone(), 0usize..4)
+            .prop_map(|(agent, conversation, queue)| Step::InviteFromQueue { agent, conversation, queue }),
         2 => (agent.clone(), conversation.clone()).prop_map(|(agent, conversation)| Step::Leave { agent, conversation }),
         1 => (agent.clone(), conversation.clone())
             .prop_map(|(agent, conversation)| Step::EndConference { agent, conversation }),
@@ -161,6 +164,13 @@ fn command(state: &DomainState, step: &Step, serial: usize) -> Option<C> {
             agent_id: actor(*a, *conversation, false),
             conversation_id: conversation_id(state, *conversation),
             invitee_agent_id: agent(*invitee),
+            ..Default::default()
+        }),
+        Step::InviteFromQueue { agent: a, conversation, queue } => C::RequestConference(RequestConference {
+            agent_id: actor(*a, *conversation, false),
+            conversation_id: conversation_id(state, *conversation),
+            invitee_queue_id: QUEUES[*queue].into(),
+            ..Default::default()
         }),
         Step::Leave { agent: a, conversation } => C::LeaveConference(LeaveConference {
             agent_id: actor(*a, *conversation, true),

@@ -122,6 +122,13 @@ pub enum Rejection {
         /// Why not.
         reason: String,
     },
+    /// No member of the queue asked to pick an invitee can take the
+    /// conversation now.
+    #[error("no agent of queue {queue_id} can take the conversation now")]
+    NoAgentAvailable {
+        /// The queue.
+        queue_id: String,
+    },
     /// A conference is already requested or under way.
     #[error("conversation {0} already has a conference")]
     ConferenceInProgress(String),
@@ -174,7 +181,7 @@ impl Rejection {
             R::OfferNotOpen(_) => "offer_not_open",
             R::NotYourOffer { .. } | R::NotOwner { .. } | R::NotParticipant { .. } => "not_yours",
             R::ConversationEnded(_) | R::ConversationNotActive(_) => "conversation_state",
-            R::TargetUnavailable { .. } => "target_unavailable",
+            R::TargetUnavailable { .. } | R::NoAgentAvailable { .. } => "target_unavailable",
             R::ConferenceInProgress(_) | R::NoConference(_) => "conference_state",
             R::StateChangeRefused { .. } => "state_change_refused",
             R::NoWrapUpPending { .. } => "no_wrap_up_pending",

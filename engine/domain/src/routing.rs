@@ -97,7 +97,7 @@ fn members_with_agents<'a>(
 }
 
 /// Picks the agent of `queue` for `conversation_id` by the queue's strategy.
-fn choose_agent(
+pub(crate) fn choose_agent(
     state: &DomainState,
     queue_id: &QueueId,
     queue: &Queue,

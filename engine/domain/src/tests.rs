@@ -227,6 +227,17 @@ impl Fixture {
             agent_id: owner.into(),
             conversation_id: conversation.into(),
             invitee_agent_id: invitee.into(),
+            ..Default::default()
+        }))
+    }
+
+    /// The owner of `conversation` asks `queue` to pick the invitee.
+    pub fn invite_queue(&mut self, owner: &str, conversation: &str, queue: &str) -> Result<Vec<Envelope>, Rejection> {
+        self.run(C::RequestConference(RequestConference {
+            agent_id: owner.into(),
+            conversation_id: conversation.into(),
+            invitee_queue_id: queue.into(),
+            ..Default::default()
         }))
     }
 }
@@ -858,4 +869,46 @@ fn without_a_retention_closed_conversations_are_kept_forever() {
     f.ok(C::ConfigureRetention(ConfigureRetention { closed_conversation_ms: 0 }));
     f.customer_writes("c2", QUEUE_CHAT, i64::MAX / 2);
     assert_eq!(f.place("c1"), Place::Closed);
+}
+
+#[test]
+fn on_whatsapp_the_owner_may_invite_a_queue_whose_strategy_picks_the_invitee() {
+    let mut f = Fixture::new(RoutingStrategy::LongestAvailable);
+    f.agent("amy", 2).available("amy", 0).agent("bob", 2).agent("cid", 2);
+    f.owns("amy", "wa", QUEUE_WHATSAPP);
+    assert_eq!(
+        f.invite_queue("amy", "wa", QUEUE_WHATSAPP),
+        Err(Rejection::NoAgentAvailable { queue_id: QUEUE_WHATSAPP.into() }),
+        "amy takes part already and nobody else is available"
+    );
+    f.available("cid", 100).available("bob", 200);
+    assert!(matches!(f.invite_queue("amy", "wa", QUEUE_CHAT), Err(Rejection::ChannelMismatch { .. })));
+    assert_eq!(f.invite_queue("amy", "wa", "nope"), Err(Rejection::UnknownQueue("nope".into())));
+    let both = RequestConference {
+        agent_id: "amy".into(),
+        conversation_id: "wa".into(),
+        invitee_agent_id: "bob".into(),
+        invitee_queue_id: QUEUE_WHATSAPP.into(),
+    };
+    assert!(matches!(f.run(C::RequestConference(both)), Err(Rejection::Invalid(_))));
+
+    f.invite_queue("amy", "wa", QUEUE_WHATSAPP).unwrap();
+    assert_eq!(f.kinds(), ["ConferenceRequested", "ConversationOffered"]);
+    let Some(Event::ConferenceRequested(requested)) = &f.last[0].event else { panic!("{:?}", f.last) };
+    assert_eq!((requested.invitee_agent_id.as_str(), requested.queue_id.as_str()), ("cid", QUEUE_WHATSAPP));
+    let offer = f.offered();
+    assert_eq!((offer.agent_id.as_str(), offer.kind()), ("cid", OfferKind::Conference), "free the longest");
+    let decision = offer.decision.unwrap();
+    assert_eq!(
+        (decision.strategy(), decision.considered, decision.eligible),
+        (RoutingStrategy::LongestAvailable, 3, 2)
+    );
+    f.accept("cid", &offer.offer_id).unwrap();
+    assert_eq!(f.kinds(), ["OfferAccepted", "ConferenceJoined"]);
+
+    f.owns("amy", "chat", QUEUE_CHAT);
+    assert_eq!(
+        f.invite_queue("amy", "chat", QUEUE_CHAT),
+        Err(Rejection::NotAllowedOnChannel { channel: "webchat", what: "conference invitations to a queue" })
+    );
 }

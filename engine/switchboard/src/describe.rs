@@ -229,9 +229,13 @@ pub fn describe(event: &Event) -> String {
                 "dropped".into()
             }
         ),
-        Event::ConferenceRequested(e) => {
+        Event::ConferenceRequested(e) if e.queue_id.is_empty() => {
             format!("{} invites {} into {}", e.owner_agent_id, e.invitee_agent_id, e.conversation_id)
         }
+        Event::ConferenceRequested(e) => format!(
+            "{} invites queue {} into {}: {} is picked",
+            e.owner_agent_id, e.queue_id, e.conversation_id, e.invitee_agent_id
+        ),
         Event::ConferenceJoined(e) => format!("{} joined {}", e.agent_id, e.conversation_id),
         Event::ConferenceLeft(e) => format!("{} left the conference in {}", e.agent_id, e.conversation_id),
         Event::ConferenceEnded(e) => format!("{} ended the conference in {}", e.owner_agent_id, e.conversation_id),

@@ -1001,6 +1001,7 @@ mod tests {
                 conversation_id: "c1".into(),
                 owner_agent_id: "amy".into(),
                 invitee_agent_id: "bob".into(),
+                ..Default::default()
             }),
         );
         log.offered(2_000, "c1", "bob", "o2", OfferKind::Conference);

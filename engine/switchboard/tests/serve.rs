@@ -46,16 +46,21 @@ transfer_timeout = "drop"
 id = "mail"
 channel = "email"
 
+[[tenants.queues]]
+id = "wa"
+channel = "whatsapp"
+offer_timeout_ms = 60000
+
 [[tenants.agents]]
 id = "ana"
-capacity = { webchat = 2, email = 2, sms = 2 }
-queues = ["chat", "chat-requeue", "quick", "quick-drop", "mail"]
+capacity = { webchat = 2, email = 2, sms = 2, whatsapp = 2 }
+queues = ["chat", "chat-requeue", "quick", "quick-drop", "mail", "wa"]
 token = "t-ana"
 
 [[tenants.agents]]
 id = "bob"
-capacity = { webchat = 2, email = 2, sms = 2 }
-queues = ["chat", "chat-requeue", "quick", "quick-drop", "mail"]
+capacity = { webchat = 2, email = 2, sms = 2, whatsapp = 2 }
+queues = ["chat", "chat-requeue", "quick", "quick-drop", "mail", "wa"]
 token = "t-bob"
 
 [[tenants.agents]]
@@ -92,6 +97,11 @@ queue = "quick-drop"
 channel = "email"
 address = "help@acme"
 queue = "mail"
+
+[[tenants.entry_points]]
+channel = "whatsapp"
+address = "wa+1777"
+queue = "wa"
 
 [[tenants]]
 id = "globex"
@@ -217,7 +227,12 @@ impl Server {
 
     fn customer_writes(&self, address: &str, conversation: &str, message: &str) -> Value {
         let body = json!({
-            "channel": if address.contains('@') { "email" } else if address.starts_with('+') { "sms" } else { "webchat" },
+            "channel": match address {
+                _ if address.contains('@') => "email",
+                _ if address.starts_with("wa+") => "whatsapp",
+                _ if address.starts_with('+') => "sms",
+                _ => "webchat",
+            },
             "address": address,
             "conversation_id": conversation,
             "sender_message_id": message,
@@ -396,6 +411,53 @@ fn a_conversation_lives_through_accept_transfer_conference_end_and_wrap_up_on(lo
         server.call("POST", "/v1/inbound/leave", Some("t-sam"), Some(json!({ "conversation_id": "c3" })));
     assert_eq!(status, 200);
     assert_eq!(event(&left, "ConversationEnded")["by"], 2, "ended by the customer");
+    server.verify_replay();
+}
+
+#[test]
+fn on_whatsapp_the_owner_invites_a_queue_whose_strategy_picks_the_agent() {
+    on_whatsapp_the_owner_invites_a_queue_whose_strategy_picks_the_agent_on(Log::Embedded);
+}
+
+#[test]
+fn on_whatsapp_the_owner_invites_a_queue_whose_strategy_picks_the_agent_on_kafka() {
+    let Some(log) = Log::kafka() else { return };
+    on_whatsapp_the_owner_invites_a_queue_whose_strategy_picks_the_agent_on(log);
+}
+
+fn on_whatsapp_the_owner_invites_a_queue_whose_strategy_picks_the_agent_on(log: Log) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &log);
+    server.available("t-ana");
+    let arrived = server.customer_writes("wa+1777", "w1", "m1");
+    assert_eq!(event(&arrived, "ConversationOffered")["agent_id"], "ana");
+    server.ok("t-ana", &format!("/v1/offers/{}/accept", offer_id(&arrived)), json!({}));
+    let invite = |conversation: &str, token: &str, body: Value| {
+        server.call("POST", &format!("/v1/conversations/{conversation}/conference"), Some(token), Some(body))
+    };
+
+    let (status, refusal) = invite("w1", "t-ana", json!({ "queue_id": "wa" }));
+    assert_eq!((status, refusal["error"].as_str()), (409, Some("target_unavailable")), "{refusal}");
+    assert!(refusal["message"].as_str().unwrap().contains("no agent of queue wa"), "{refusal}");
+    let (status, refusal) = invite("w1", "t-ana", json!({ "queue_id": "wa", "agent_id": "bob" }));
+    assert_eq!(status, 400, "{refusal}");
+
+    server.available("t-bob");
+    let (status, invitation) = invite("w1", "t-ana", json!({ "queue_id": "wa" }));
+    assert_eq!(status, 200, "{invitation}");
+    assert_eq!(event(&invitation, "ConferenceRequested")["queue_id"], "wa");
+    assert_eq!(event(&invitation, "ConversationOffered")["agent_id"], "bob");
+    assert_eq!(
+        server.ok("t-bob", &format!("/v1/offers/{}/accept", offer_id(&invitation)), json!({})),
+        ["OfferAccepted", "ConferenceJoined"]
+    );
+
+    // Elsewhere the owner names the agent: a queue is refused.
+    let arrived = server.customer_writes("chat.acme", "c1", "m1");
+    let owner = format!("t-{}", event(&arrived, "ConversationOffered")["agent_id"].as_str().unwrap());
+    server.ok(&owner, &format!("/v1/offers/{}/accept", offer_id(&arrived)), json!({}));
+    let (status, refusal) = invite("c1", &owner, json!({ "queue_id": "chat" }));
+    assert_eq!((status, refusal["error"].as_str()), (422, Some("not_allowed_on_channel")), "{refusal}");
     server.verify_replay();
 }
 

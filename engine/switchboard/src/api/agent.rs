@@ -87,12 +87,14 @@ pub enum AgentRequest {
         /// Or a target agent.
         agent_id: Option<String>,
     },
-    /// Invite another agent.
+    /// Invite another agent, named or (WhatsApp) picked from a queue.
     RequestConference {
         /// The conversation.
         conversation_id: String,
         /// The agent invited.
-        agent_id: String,
+        agent_id: Option<String>,
+        /// Or the queue whose strategy picks the invitee.
+        queue_id: Option<String>,
     },
     /// Leave a conference one was invited to.
     LeaveConference {
@@ -166,8 +168,18 @@ impl AgentRequest {
                 };
                 C::Transfer(Transfer { agent_id, conversation_id, target: Some(target) })
             }
-            AgentRequest::RequestConference { conversation_id, agent_id: invitee_agent_id } => {
-                C::RequestConference(RequestConference { agent_id, conversation_id, invitee_agent_id })
+            AgentRequest::RequestConference { conversation_id, agent_id: invitee, queue_id } => {
+                let (invitee_agent_id, invitee_queue_id) = match (invitee, queue_id) {
+                    (Some(agent), None) => (agent, String::new()),
+                    (None, Some(queue)) => (String::new(), queue),
+                    _ => return Err(ApiError::BadRequest("give exactly one of agent_id or queue_id".into())),
+                };
+                C::RequestConference(RequestConference {
+                    agent_id,
+                    conversation_id,
+                    invitee_agent_id,
+                    invitee_queue_id,
+                })
             }
             AgentRequest::LeaveConference { conversation_id } => {
                 C::LeaveConference(LeaveConference { agent_id, conversation_id })

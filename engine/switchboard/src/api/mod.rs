@@ -385,12 +385,6 @@ mod bodies {
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct Invitee {
-        pub agent_id: String,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
     pub struct Reasons {
         pub reasons: Vec<String>,
     }
@@ -465,12 +459,11 @@ async fn request_conference(
     caller: Caller,
     request: HttpRequest,
     conversation_id: web::Path<String>,
-    body: web::Json<bodies::Invitee>,
+    body: web::Json<bodies::Target>,
 ) -> Result<HttpResponse, ApiError> {
-    let agent_request = AgentRequest::RequestConference {
-        conversation_id: conversation_id.into_inner(),
-        agent_id: body.into_inner().agent_id,
-    };
+    let bodies::Target { queue_id, agent_id } = body.into_inner();
+    let agent_request =
+        AgentRequest::RequestConference { conversation_id: conversation_id.into_inner(), agent_id, queue_id };
     state.agent_request(&request, &caller, agent_request).await
 }
 

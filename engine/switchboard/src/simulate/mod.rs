@@ -843,7 +843,12 @@ impl<'a> Sim<'a> {
                     return self.end(conversation, owner);
                 };
                 let invitee_agent_id = self.agents[invitee].clone();
-                self.execute(C::RequestConference(RequestConference { agent_id, conversation_id, invitee_agent_id }))
+                self.execute(C::RequestConference(RequestConference {
+                    agent_id,
+                    conversation_id,
+                    invitee_agent_id,
+                    ..Default::default()
+                }))
             }
         }
     }
