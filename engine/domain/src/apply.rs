@@ -135,6 +135,12 @@ impl DomainState {
             }
             Event::WrapUpReasonsConfigured(e) => self.wrap_up_reasons = e.reasons.clone(),
             Event::IdleReasonsConfigured(e) => self.idle_reasons = e.reasons.clone(),
+            Event::TemplatesConfigured(e) => {
+                if let Some(problem) = e.templates.iter().find_map(|t| crate::template::validate(t).err()) {
+                    return blame.fail("well-formed templates", problem);
+                }
+                self.templates = e.templates.iter().map(|t| (t.template_id.clone(), t.clone())).collect();
+            }
             Event::RetentionConfigured(e) => {
                 if e.closed_conversation_ms < 0 {
                     return blame.fail("retention", format!("negative retention {} ms", e.closed_conversation_ms));

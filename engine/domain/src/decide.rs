@@ -135,6 +135,39 @@ impl DomainState {
     }
 
     /// Checks that `agent_id` could be offered `conversation_id` directly.
+    /// The text an agent message goes out with: as written, or from its
+    /// template (rendered when no text is given; a locked one only as
+    /// rendered).
+    fn message_text(&self, c: &SendAgentMessage, channel: Channel) -> Result<String, Rejection> {
+        if c.template_id.is_empty() {
+            if !c.template_parameters.is_empty() {
+                return Err(Rejection::Invalid("template_parameters without a template_id".into()));
+            }
+            return Ok(c.text.clone());
+        }
+        let template =
+            self.templates.get(&c.template_id).ok_or_else(|| Rejection::UnknownTemplate(c.template_id.clone()))?;
+        if !template.channels.is_empty() && !template.channels.contains(&(channel as i32)) {
+            return Err(Rejection::Template {
+                template_id: c.template_id.clone(),
+                problem: format!("it is not for {} conversations", channel::name(channel)),
+            });
+        }
+        // An unlocked template the agent edited is sent as edited: the
+        // desktop may have filled its parameters in already.
+        if !c.text.is_empty() && !template.locked {
+            return Ok(c.text.clone());
+        }
+        let rendered = self.render_template(template, &c.agent_id, &c.conversation_id, &c.template_parameters)?;
+        if !c.text.is_empty() && c.text != rendered {
+            return Err(Rejection::Template {
+                template_id: c.template_id.clone(),
+                problem: "it is locked: send its text as rendered (or no text, and the engine renders it)".into(),
+            });
+        }
+        Ok(rendered)
+    }
+
     /// The invitee `queue_id`'s strategy picks for a conference in
     /// `conversation_id`, on a channel that allows picking from a queue.
     fn conference_from_queue(
@@ -273,6 +306,16 @@ fn decide(out: &mut Emitter, command: &C) -> Result<(), Rejection> {
             }
             out.emit(Event::IdleReasonsConfigured(IdleReasonsConfigured { reasons: c.reasons.clone() }))
         }
+        C::ConfigureTemplates(c) => {
+            let mut ids = std::collections::BTreeSet::new();
+            for template in &c.templates {
+                crate::template::validate(template).map_err(Rejection::Invalid)?;
+                if !ids.insert(&template.template_id) {
+                    return Err(Rejection::Invalid(format!("template {} is listed twice", template.template_id)));
+                }
+            }
+            out.emit(Event::TemplatesConfigured(TemplatesConfigured { templates: c.templates.clone() }))
+        }
         C::ConfigureRetention(c) => {
             if c.closed_conversation_ms < 0 {
                 return Err(Rejection::Invalid(format!(
@@ -326,8 +369,9 @@ fn decide(out: &mut Emitter, command: &C) -> Result<(), Rejection> {
                 return Ok(()); // A retried send: already recorded.
             }
             let policy = channel::policy(conversation.channel).expect("real channel");
+            let text = state.message_text(c, conversation.channel)?;
             if let Some(limit) = policy.compose_limit {
-                let length = channel::message_length(&c.text);
+                let length = channel::message_length(&text);
                 if length > limit {
                     return Err(Rejection::MessageTooLong {
                         channel: channel::name(conversation.channel),
@@ -336,7 +380,7 @@ fn decide(out: &mut Emitter, command: &C) -> Result<(), Rejection> {
                     });
                 }
             }
-            if c.text.is_empty() && c.attachments.is_empty() {
+            if text.is_empty() && c.attachments.is_empty() {
                 return Err(Rejection::Invalid("a message needs text or an attachment".into()));
             }
             // Email headers follow the reply rules; other channels have none.
@@ -348,7 +392,7 @@ fn decide(out: &mut Emitter, command: &C) -> Result<(), Rejection> {
                 conversation_id: c.conversation_id.clone(),
                 agent_id: c.agent_id.clone(),
                 message_id: c.message_id.clone(),
-                text: c.text.clone(),
+                text,
                 attachments: c.attachments.clone(),
                 template_id: c.template_id.clone(),
                 email,

@@ -17,6 +17,7 @@ pub mod invariants;
 mod rejection;
 mod routing;
 pub mod state;
+pub mod template;
 
 pub use invariants::Violation;
 pub use rejection::Rejection;
@@ -45,6 +46,7 @@ pub fn event_name(event: &switchboard_proto::v1::envelope::Event) -> &'static st
         E::WrapUpReasonsConfigured(_) => "WrapUpReasonsConfigured",
         E::IdleReasonsConfigured(_) => "IdleReasonsConfigured",
         E::RetentionConfigured(_) => "RetentionConfigured",
+        E::TemplatesConfigured(_) => "TemplatesConfigured",
         E::ConversationCreated(_) => "ConversationCreated",
         E::CustomerMessageReceived(_) => "CustomerMessageReceived",
         E::ConversationQueued(_) => "ConversationQueued",

@@ -129,6 +129,18 @@ pub enum Rejection {
         /// The queue.
         queue_id: String,
     },
+    /// No such message template.
+    #[error("unknown template {0}")]
+    UnknownTemplate(String),
+    /// A template used where it does not apply, edited while locked, or
+    /// with its parameters wrong.
+    #[error("template {template_id} cannot be sent: {problem}")]
+    Template {
+        /// The template.
+        template_id: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// A conference is already requested or under way.
     #[error("conversation {0} already has a conference")]
     ConferenceInProgress(String),
@@ -175,9 +187,12 @@ impl Rejection {
     pub fn code(&self) -> &'static str {
         use Rejection as R;
         match self {
-            R::UnknownQueue(_) | R::UnknownAgent(_) | R::UnknownConversation(_) | R::UnknownMessage { .. } => {
-                "not_found"
-            }
+            R::UnknownQueue(_)
+            | R::UnknownAgent(_)
+            | R::UnknownConversation(_)
+            | R::UnknownMessage { .. }
+            | R::UnknownTemplate(_) => "not_found",
+            R::Template { .. } => "template",
             R::OfferNotOpen(_) => "offer_not_open",
             R::NotYourOffer { .. } | R::NotOwner { .. } | R::NotParticipant { .. } => "not_yours",
             R::ConversationEnded(_) | R::ConversationNotActive(_) => "conversation_state",

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use switchboard_proto::v1::{AgentStatus, Channel, Customer, OfferKind, QueueConfig, RoutingStrategy};
+use switchboard_proto::v1::{AgentStatus, Channel, Customer, MessageTemplate, OfferKind, QueueConfig, RoutingStrategy};
 
 use crate::{AgentId, ConversationId, OfferId, QueueId};
 
@@ -41,6 +41,9 @@ pub struct DomainState {
     pub wrap_up_reasons: Vec<String>,
     /// The configured idle reasons, in configured order.
     pub idle_reasons: Vec<String>,
+    /// The message templates, by id.
+    #[serde(default)]
+    pub templates: BTreeMap<String, MessageTemplate>,
     /// Agents who could take an offer of each channel right now (Available,
     /// with free capacity), by channel. Derived from `agents` and kept in
     /// step by `apply`: routing asks it first, so a command costs nothing

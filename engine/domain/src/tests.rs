@@ -912,3 +912,74 @@ fn on_whatsapp_the_owner_may_invite_a_queue_whose_strategy_picks_the_invitee() {
         Err(Rejection::NotAllowedOnChannel { channel: "webchat", what: "conference invitations to a queue" })
     );
 }
+
+#[test]
+fn a_template_is_rendered_from_the_conversation_and_the_agent_s_parameters_and_a_locked_one_is_never_edited() {
+    let mut f = Fixture::new(RoutingStrategy::LongestAvailable);
+    let template = |id: &str, text: &str, locked: bool, channels: &[Channel]| MessageTemplate {
+        template_id: id.into(),
+        name: id.into(),
+        channels: channels.iter().map(|c| *c as i32).collect(),
+        text: text.into(),
+        locked,
+    };
+    let bad = template("broken", "Hi {{customer_name", false, &[]);
+    assert!(matches!(
+        f.run(C::ConfigureTemplates(ConfigureTemplates { templates: vec![bad] })),
+        Err(Rejection::Invalid(_))
+    ));
+    f.ok(C::ConfigureTemplates(ConfigureTemplates {
+        templates: vec![
+            template("hello", "Hello {{customer_name}}, {{agent_name}} of {{queue_name}} here.", false, &[]),
+            template("order", "Order {{order}} ships {{date}}.", true, &[Channel::Whatsapp]),
+        ],
+    }));
+    f.agent("amy", 2).available("amy", 0);
+    f.owns("amy", "wa", QUEUE_WHATSAPP);
+    let send = |f: &mut Fixture, id: &str, template_id: &str, text: &str, parameters: &[(&str, &str)]| {
+        f.run(C::SendAgentMessage(SendAgentMessage {
+            agent_id: "amy".into(),
+            conversation_id: "wa".into(),
+            message_id: id.into(),
+            text: text.into(),
+            template_id: template_id.into(),
+            template_parameters: parameters.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }))
+    };
+    let sent = |f: &Fixture| match &f.last[0].event {
+        Some(Event::AgentMessageSent(m)) => (m.text.clone(), m.template_id.clone()),
+        other => panic!("{other:?}"),
+    };
+
+    send(&mut f, "m1", "hello", "", &[]).unwrap();
+    assert_eq!(sent(&f), ("Hello Kim, AMY of wa queue here.".into(), "hello".into()), "system parameters filled in");
+    send(&mut f, "m2", "hello", "Hello Kim, how are you?", &[]).unwrap();
+    assert_eq!(sent(&f).0, "Hello Kim, how are you?", "an unlocked template may be edited");
+
+    let refused = |result: Result<Vec<Envelope>, Rejection>| match result {
+        Err(Rejection::Template { problem, .. }) => problem,
+        other => panic!("expected a template refusal, got {other:?}"),
+    };
+    assert!(refused(send(&mut f, "m3", "order", "", &[("order", "A-1")])).contains("date is not filled in"));
+    assert!(refused(send(&mut f, "m3", "order", "", &[("order", "A-1"), ("date", "Monday"), ("x", "1")]))
+        .contains("no parameter x"));
+    assert!(refused(send(&mut f, "m3", "order", "", &[("customer_name", "Bob")])).contains("from the conversation"));
+    let filled = [("order", "A-1"), ("date", "Monday")];
+    assert!(refused(send(&mut f, "m3", "order", "Order A-1 ships soon.", &filled)).contains("locked"));
+    send(&mut f, "m3", "order", "Order A-1 ships Monday.", &filled).unwrap();
+    assert_eq!(sent(&f).0, "Order A-1 ships Monday.", "a locked template's own text is accepted");
+    assert_eq!(send(&mut f, "m4", "nope", "", &[]), Err(Rejection::UnknownTemplate("nope".into())));
+    assert!(matches!(send(&mut f, "m4", "", "hi", &[("order", "A-1")]), Err(Rejection::Invalid(_))));
+
+    f.owns("amy", "chat", QUEUE_CHAT);
+    let result = f.run(C::SendAgentMessage(SendAgentMessage {
+        agent_id: "amy".into(),
+        conversation_id: "chat".into(),
+        message_id: "c1".into(),
+        template_id: "order".into(),
+        template_parameters: filled.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    }));
+    assert!(refused(result).contains("not for webchat"));
+}

@@ -350,6 +350,7 @@ pub fn changes_nothing(state: &DomainState, command: &Command) -> bool {
         Some(C::ConfigureWrapUpReasons(c)) => state.wrap_up_reasons == c.reasons,
         Some(C::ConfigureIdleReasons(c)) => state.idle_reasons == c.reasons,
         Some(C::ConfigureRetention(c)) => state.closed_retention_ms == c.closed_conversation_ms,
+        Some(C::ConfigureTemplates(c)) => state.templates.values().eq(c.templates.iter()),
         _ => false,
     }
 }
@@ -364,6 +365,7 @@ pub fn is_configuration(command: &Command) -> bool {
                 | C::ConfigureWrapUpReasons(_)
                 | C::ConfigureIdleReasons(_)
                 | C::ConfigureRetention(_)
+                | C::ConfigureTemplates(_)
         )
     )
 }

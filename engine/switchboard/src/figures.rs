@@ -476,6 +476,7 @@ impl Figures {
             | Event::WrapUpReasonsConfigured(_)
             | Event::IdleReasonsConfigured(_)
             | Event::RetentionConfigured(_)
+            | Event::TemplatesConfigured(_)
             | Event::WorkflowTriggered(_)
             | Event::AnnouncementPosted(_) => {}
         }

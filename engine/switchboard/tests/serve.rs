@@ -103,6 +103,16 @@ channel = "whatsapp"
 address = "wa+1777"
 queue = "wa"
 
+[[tenants.templates]]
+id = "hello"
+text = "Hello {{customer_name}}, {{agent_name}} here."
+
+[[tenants.templates]]
+id = "order"
+channels = ["webchat"]
+text = "Order {{order}} ships {{date}}."
+locked = true
+
 [[tenants]]
 id = "globex"
 
@@ -458,6 +468,61 @@ fn on_whatsapp_the_owner_invites_a_queue_whose_strategy_picks_the_agent_on(log: 
     server.ok(&owner, &format!("/v1/offers/{}/accept", offer_id(&arrived)), json!({}));
     let (status, refusal) = invite("c1", &owner, json!({ "queue_id": "chat" }));
     assert_eq!((status, refusal["error"].as_str()), (422, Some("not_allowed_on_channel")), "{refusal}");
+    server.verify_replay();
+}
+
+#[test]
+fn agents_send_templates_rendered_from_the_conversation_and_cannot_edit_a_locked_one() {
+    agents_send_templates_rendered_from_the_conversation_and_cannot_edit_a_locked_one_on(Log::Embedded);
+}
+
+#[test]
+fn agents_send_templates_rendered_from_the_conversation_and_cannot_edit_a_locked_one_on_kafka() {
+    let Some(log) = Log::kafka() else { return };
+    agents_send_templates_rendered_from_the_conversation_and_cannot_edit_a_locked_one_on(log);
+}
+
+fn agents_send_templates_rendered_from_the_conversation_and_cannot_edit_a_locked_one_on(log: Log) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &log);
+    let (status, list) = server.call("GET", "/v1/templates", Some("t-ana"), None);
+    assert_eq!(status, 200, "{list}");
+    let templates = list["templates"].as_array().unwrap();
+    assert_eq!(templates.len(), 2, "{list}");
+    let order = templates.iter().find(|t| t["template_id"] == "order").unwrap();
+    assert_eq!((order["locked"].clone(), order["parameters"].clone()), (json!(true), json!(["order", "date"])));
+    assert_eq!(order["channels"], json!(["webchat"]));
+    let hello = templates.iter().find(|t| t["template_id"] == "hello").unwrap();
+    assert_eq!(hello["system_parameters"], json!(["customer_name", "agent_name"]));
+    assert_eq!(server.call("GET", "/v1/templates", None, None).0, 401);
+    let (_, other_tenant) = server.call("GET", "/v1/templates", Some("t-gus"), None);
+    assert_eq!(other_tenant["templates"], json!([]), "another tenant's templates are not shown");
+
+    server.available("t-ana");
+    let arrived = server.customer_writes("chat.acme", "t1", "m1");
+    server.ok("t-ana", &format!("/v1/offers/{}/accept", offer_id(&arrived)), json!({}));
+    let send = |body: Value| server.call("POST", "/v1/conversations/t1/messages", Some("t-ana"), Some(body));
+    let (status, reply) = send(json!({ "message_id": "a1", "template_id": "hello" }));
+    assert_eq!(status, 200, "{reply}");
+    let sent = event(&reply, "AgentMessageSent");
+    assert_eq!((sent["text"].as_str(), sent["template_id"].as_str()), (Some("Hello Kim, ana here."), Some("hello")));
+
+    let parameters = json!({ "order": "A-7", "date": "Monday" });
+    let (status, refusal) = send(json!({
+        "message_id": "a2", "template_id": "order", "text": "Order A-7 ships whenever.", "template_parameters": parameters
+    }));
+    assert_eq!((status, refusal["error"].as_str()), (422, Some("template")), "{refusal}");
+    assert!(refusal["message"].as_str().unwrap().contains("locked"), "{refusal}");
+    let (status, refusal) =
+        send(json!({ "message_id": "a2", "template_id": "order", "template_parameters": { "order": "A-7" } }));
+    assert_eq!((status, refusal["error"].as_str()), (422, Some("template")), "{refusal}");
+    assert!(refusal["message"].as_str().unwrap().contains("date is not filled in"), "{refusal}");
+    let (status, reply) =
+        send(json!({ "message_id": "a2", "template_id": "order", "template_parameters": parameters }));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(event(&reply, "AgentMessageSent")["text"], "Order A-7 ships Monday.");
+    let (status, refusal) = send(json!({ "message_id": "a3", "template_id": "nope" }));
+    assert_eq!((status, refusal["error"].as_str()), (404, Some("not_found")), "{refusal}");
     server.verify_replay();
 }
 

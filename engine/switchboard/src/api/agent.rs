@@ -69,11 +69,17 @@ pub enum AgentRequest {
         conversation_id: String,
         /// The agent's id for the message: a retry with the same id is sent once.
         message_id: String,
-        /// The text, within the channel's limit.
+        /// The text, within the channel's limit; may be left out to send
+        /// the template rendered.
+        #[serde(default)]
         text: String,
-        /// The template it came from, if any.
+        /// The template it came from, if any: with no text the engine
+        /// renders it; a locked one is sent only as rendered.
         #[serde(default)]
         template_id: String,
+        /// The template's parameters the agent fills in, by name.
+        #[serde(default)]
+        template_parameters: BTreeMap<String, String>,
         /// For email: reply, reply all or forward, and the editable headers.
         #[serde(default)]
         email: Option<EmailRequest>,
@@ -149,17 +155,23 @@ impl AgentRequest {
                 C::SetAgentState(SetAgentState { agent_id, status: status as i32, idle_reason })
             }
             AgentRequest::Accept { offer_id } => C::AcceptOffer(AcceptOffer { agent_id, offer_id }),
-            AgentRequest::SendMessage { conversation_id, message_id, text, template_id, email } => {
-                C::SendAgentMessage(SendAgentMessage {
-                    agent_id,
-                    conversation_id,
-                    message_id,
-                    text,
-                    attachments: Vec::new(),
-                    template_id,
-                    email: email.map(EmailRequest::headers).transpose()?,
-                })
-            }
+            AgentRequest::SendMessage {
+                conversation_id,
+                message_id,
+                text,
+                template_id,
+                template_parameters,
+                email,
+            } => C::SendAgentMessage(SendAgentMessage {
+                agent_id,
+                conversation_id,
+                message_id,
+                text,
+                attachments: Vec::new(),
+                template_id,
+                email: email.map(EmailRequest::headers).transpose()?,
+                template_parameters,
+            }),
             AgentRequest::Transfer { conversation_id, queue_id, agent_id: target } => {
                 let target = match (queue_id, target) {
                     (Some(queue), None) => transfer::Target::ToQueueId(queue),

@@ -68,7 +68,7 @@ fn refusal_status(code: &str) -> StatusCode {
     match code {
         "not_found" => StatusCode::NOT_FOUND,
         "not_yours" => StatusCode::FORBIDDEN,
-        "message_too_long" | "not_allowed_on_channel" | "unknown_reason" | "invalid" => {
+        "message_too_long" | "not_allowed_on_channel" | "unknown_reason" | "invalid" | "template" => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         "internal" => StatusCode::INTERNAL_SERVER_ERROR,

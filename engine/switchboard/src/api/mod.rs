@@ -17,7 +17,7 @@ use std::sync::Arc;
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use switchboard_domain::channel;
+use switchboard_domain::{channel, template};
 use switchboard_proto::v1::command::Command as C;
 use switchboard_proto::v1::*;
 
@@ -140,6 +140,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route("/inbound/leave", web::post().to(inbound_leave))
                 .route("/queues", web::get().to(list_queues))
                 .route("/agents", web::get().to(list_agents))
+                .route("/templates", web::get().to(list_templates))
                 .route("/agents/me/state", web::post().to(set_state))
                 .route("/agents/me/ws", web::get().to(feed::agent_socket))
                 .route("/announcements", web::post().to(announce))
@@ -311,6 +312,35 @@ async fn list_queues(state: Data, caller: Caller) -> Result<HttpResponse, ApiErr
     Ok(HttpResponse::Ok().json(serde_json::json!({ "queues": queues })))
 }
 
+/// The tenant's message templates, with the parameters the agent fills in
+/// and those the engine fills in from the conversation.
+async fn list_templates(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let domain = state.engine.domain_state(caller.tenant()).await?.unwrap_or_default();
+    let templates: Vec<_> = domain
+        .templates
+        .values()
+        .map(|t| {
+            let channels: Vec<&str> =
+                t.channels.iter().map(|c| channel::name(Channel::try_from(*c).unwrap_or_default())).collect();
+            let system: Vec<String> = template::placeholders(&t.text)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|name| template::SYSTEM_PARAMETERS.contains(&name.as_str()))
+                .collect();
+            serde_json::json!({
+                "template_id": t.template_id,
+                "name": t.name,
+                "channels": channels,
+                "text": t.text,
+                "locked": t.locked,
+                "parameters": template::agent_parameters(t),
+                "system_parameters": system,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "templates": templates })))
+}
+
 async fn list_agents(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let domain = state.engine.domain_state(caller.tenant()).await?.unwrap_or_default();
     let agents: Vec<_> = domain
@@ -369,9 +399,12 @@ mod bodies {
     #[serde(deny_unknown_fields)]
     pub struct Message {
         pub message_id: String,
+        #[serde(default)]
         pub text: String,
         #[serde(default)]
         pub template_id: String,
+        #[serde(default)]
+        pub template_parameters: std::collections::BTreeMap<String, String>,
         #[serde(default)]
         pub email: Option<super::agent::EmailRequest>,
     }
@@ -436,9 +469,10 @@ async fn send_message(
     conversation_id: web::Path<String>,
     body: web::Json<bodies::Message>,
 ) -> Result<HttpResponse, ApiError> {
-    let bodies::Message { message_id, text, template_id, email } = body.into_inner();
+    let bodies::Message { message_id, text, template_id, template_parameters, email } = body.into_inner();
     let conversation_id = conversation_id.into_inner();
-    let agent_request = AgentRequest::SendMessage { conversation_id, message_id, text, template_id, email };
+    let agent_request =
+        AgentRequest::SendMessage { conversation_id, message_id, text, template_id, template_parameters, email };
     state.agent_request(&request, &caller, agent_request).await
 }
 

@@ -22,7 +22,7 @@ use switchboard_kafka::KafkaSettings;
 use switchboard_proto::v1::command::Command as C;
 use switchboard_proto::v1::{
     AgentProfile, Channel, ChannelCapacity, Command, ConfigureAgent, ConfigureIdleReasons, ConfigureQueue,
-    ConfigureRetention, ConfigureWrapUpReasons,
+    ConfigureRetention, ConfigureTemplates, ConfigureWrapUpReasons, MessageTemplate,
 };
 
 pub use self::names::{ChannelName, QueueSpec, StrategyName, TransferPolicyName};
@@ -121,6 +121,43 @@ pub struct Tenant {
     /// Which address of which channel feeds which queue.
     #[serde(default)]
     pub entry_points: Vec<EntryPoint>,
+    /// The message templates agents attach to messages.
+    #[serde(default)]
+    pub templates: Vec<TemplateSpec>,
+}
+
+/// A message template: text with `{{name}}` placeholders, filled in from
+/// the conversation (customer_name, customer_email, customer_number,
+/// agent_name, queue_name) or by the agent (any other name).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSpec {
+    /// The template's id within the tenant (required).
+    pub id: String,
+    /// Display name; the id when empty.
+    #[serde(default)]
+    pub name: String,
+    /// The channels it may be used on; empty allows every channel.
+    #[serde(default)]
+    pub channels: Vec<ChannelName>,
+    /// The text (required).
+    pub text: String,
+    /// A locked template is sent as rendered, never edited.
+    #[serde(default)]
+    pub locked: bool,
+}
+
+impl TemplateSpec {
+    /// The template as the schema carries it.
+    pub fn message_template(&self) -> MessageTemplate {
+        MessageTemplate {
+            template_id: self.id.clone(),
+            name: or_id(&self.name, &self.id).to_owned(),
+            channels: self.channels.iter().map(|c| c.channel() as i32).collect(),
+            text: self.text.clone(),
+            locked: self.locked,
+        }
+    }
 }
 
 /// An agent, their multimedia profile and their credential.
@@ -354,6 +391,8 @@ impl Config {
             let reasons = tenant.idle_reasons.clone();
             commands.push(command("idle-reasons".into(), C::ConfigureIdleReasons(ConfigureIdleReasons { reasons })));
             // TOML integers are i64, so a parsed u64 always fits.
+            let templates = tenant.templates.iter().map(TemplateSpec::message_template).collect();
+            commands.push(command("templates".into(), C::ConfigureTemplates(ConfigureTemplates { templates })));
             let closed_conversation_ms = i64::try_from(tenant.closed_retention_ms).unwrap_or(i64::MAX);
             commands.push(command(
                 "retention".into(),
@@ -437,6 +476,22 @@ impl Config {
             wrap_up_reasons: strings(&["resolved", "follow-up", "sale", "other"]),
             idle_reasons: strings(&["break", "lunch", "training"]),
             closed_retention_ms: default_closed_retention_ms(),
+            templates: vec![
+                TemplateSpec {
+                    id: "greeting".into(),
+                    name: "Greeting".into(),
+                    channels: Vec::new(),
+                    text: "Hello {{customer_name}}, this is {{agent_name}} from {{queue_name}}. How can I help?".into(),
+                    locked: false,
+                },
+                TemplateSpec {
+                    id: "order-status".into(),
+                    name: "Order status".into(),
+                    channels: vec![Webchat, Whatsapp],
+                    text: "Your order {{order_number}} is on its way and should arrive by {{delivery_date}}.".into(),
+                    locked: true,
+                },
+            ],
             entry_points: vec![
                 entry(Webchat, "demo-site", "webchat"),
                 entry(Email, "support@demo.example", "email"),
@@ -501,6 +556,16 @@ impl Tenant {
                 if !seen.insert(reason) {
                     return invalid(at(key.into()), format!("lists {reason:?} twice"));
                 }
+            }
+        }
+        let mut templates = BTreeSet::new();
+        for (i, template) in self.templates.iter().enumerate() {
+            let here = at(format!("templates[{i}] ({})", template.id));
+            if !templates.insert(template.id.as_str()) {
+                return invalid(here, "is defined twice");
+            }
+            if let Err(problem) = switchboard_domain::template::validate(&template.message_template()) {
+                return invalid(here, problem);
             }
         }
         let mut addresses = BTreeSet::new();

@@ -32,6 +32,9 @@ token = "token-sam"
 channel = "whatsapp"
 address = "+15550100"
 queue = "wa"
+[[tenants.templates]]
+id = "hello"
+text = "Hello {{customer_name}}"
 "#;
 
 fn error_of(text: &str) -> String {
@@ -76,6 +79,8 @@ fn assert_configured_as_written(config: &Config) {
         assert_eq!(state.wrap_up_reasons, tenant.wrap_up_reasons);
         assert_eq!(state.idle_reasons, tenant.idle_reasons);
         assert_eq!(state.closed_retention_ms, tenant.closed_retention_ms as i64);
+        let templates: Vec<_> = tenant.templates.iter().map(TemplateSpec::message_template).collect();
+        assert_eq!(state.templates.values().cloned().collect::<Vec<_>>(), templates);
         state.check_invariants().unwrap();
     }
 }
@@ -122,6 +127,7 @@ fn configuration_commands_have_deterministic_ids_per_tenant_and_leave_the_time_t
             "config/acme/agent/ana",
             "config/acme/wrap-up-reasons",
             "config/acme/idle-reasons",
+            "config/acme/templates",
             "config/acme/retention"
         ]
     );
@@ -210,6 +216,12 @@ fn every_inconsistency_is_refused_naming_what_is_wrong() {
         ("[\"done\"]", "[\"done\", \"\"]", "tenant acme, wrap_up_reasons: contains an empty reason"),
         ("[\"break\"]", "[\"break\", \"break\"]", "tenant acme, idle_reasons: lists \"break\" twice"),
         ("idle_reasons = [\"break\"]", "closed_retention_ms = -1", "closed_retention_ms = -1"),
+        (
+            "text = \"Hello {{customer_name}}\"",
+            "text = \"Hello {{customer_name\"",
+            "tenant acme, templates[0] (hello): template hello: a placeholder opened at \"{{customer_name\" is not closed",
+        ),
+        ("text = \"Hello {{customer_name}}\"", "text = \"\"", "templates[0] (hello): template hello has no text"),
     ];
     for (from, to, expected) in cases {
         let text = if from.is_empty() { String::new() } else { VALID.replacen(from, to, 1) };
@@ -231,6 +243,8 @@ fn duplicates_across_the_file_are_refused() {
     let entry_twice =
         format!("{VALID}[[tenants.entry_points]]\nchannel = \"whatsapp\"\naddress = \"+15550100\"\nqueue = \"wa\"\n");
     assert!(error_of(&entry_twice).contains("entry_points[1] (whatsapp \"+15550100\"): is defined twice"));
+    let template_twice = format!("{VALID}[[tenants.templates]]\nid = \"hello\"\ntext = \"Hi\"\n");
+    assert!(error_of(&template_twice).contains("templates[1] (hello): is defined twice"));
     let other_tenant =
         format!("{VALID}[[tenants]]\nid = \"globex\"\n[[tenants.supervisors]]\nid = \"sam\"\ntoken = \"token-ana\"\n");
     assert!(error_of(&other_tenant).contains("supervisor globex/sam: token is also the token of agent acme/ana"));

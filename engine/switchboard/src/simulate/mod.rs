@@ -443,6 +443,14 @@ impl<'a> Sim<'a> {
         self.configuration(C::ConfigureWrapUpReasons(ConfigureWrapUpReasons { reasons }))?;
         let reasons = scenario.idle_reasons.clone();
         self.configuration(C::ConfigureIdleReasons(ConfigureIdleReasons { reasons }))?;
+        // First messages name this template (the agent writes the text).
+        let greeting = MessageTemplate {
+            template_id: "greeting".into(),
+            name: "Greeting".into(),
+            text: "Hello {{customer_name}}, this is {{agent_name}}.".into(),
+            ..MessageTemplate::default()
+        };
+        self.configuration(C::ConfigureTemplates(ConfigureTemplates { templates: vec![greeting] }))?;
         for (agent_id, name, group) in scenario.agent_roster() {
             let capacities = group
                 .capacities
@@ -765,6 +773,7 @@ impl<'a> Sim<'a> {
             attachments: Vec::new(),
             template_id: if greeting { "greeting".into() } else { String::new() },
             email,
+            template_parameters: Default::default(),
         }))
     }
 
