@@ -896,7 +896,11 @@ fn spread_tenants() -> String {
 }
 
 /// Sends one customer message to tenant `t` through `base`, retrying while
-/// the engine is failing over; returns the reply once decided.
+/// the engine is failing over; returns the reply once decided. Retries
+/// carry the first attempt's `Idempotency-Key`, as a client must: an
+/// attempt that failed may still have been decided, and only the same
+/// command id is answered with that first decision (a new one would be a
+/// repeated customer message, taken once, answered with no events).
 fn write_in(base: &str, t: usize, conversation: &str, deadline: Instant) -> Value {
     let body = json!({
         "channel": "webchat", "address": format!("chat.t{t}"), "conversation_id": conversation,
@@ -905,6 +909,7 @@ fn write_in(base: &str, t: usize, conversation: &str, deadline: Instant) -> Valu
     loop {
         let response = ureq::post(&format!("{base}/v1/inbound/messages"))
             .set("Authorization", &format!("Bearer ts{t}"))
+            .set("Idempotency-Key", &format!("t{t}/{conversation}"))
             .send_json(body.clone());
         match response {
             Ok(response) => return response.into_json().unwrap(),
