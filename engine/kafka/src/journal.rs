@@ -81,15 +81,40 @@ impl Batch {
     }
 }
 
+/// A consumer whose teardown runs on a thread of its own: librdkafka's
+/// destroy waits about 100 ms for its threads, which every read, and every
+/// partition's rebuild, would otherwise wait out once or twice.
+struct Detached(Option<BaseConsumer>);
+
+impl std::ops::Deref for Detached {
+    type Target = BaseConsumer;
+
+    fn deref(&self) -> &BaseConsumer {
+        self.0.as_ref().expect("a consumer until dropped")
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            // Should the thread not start, the closure and so the consumer
+            // are dropped right here: slower, not wrong.
+            let _ = std::thread::Builder::new().name("kafka-reader-end".into()).spawn(move || drop(consumer));
+        }
+    }
+}
+
 /// A consumer of one partition that reads committed batches in order.
 struct PartitionReader {
-    consumer: BaseConsumer,
+    consumer: Detached,
     brokers: String,
     topic: String,
     partition: i32,
     /// The Kafka offset to read on from: where it was sought, or after the
     /// last record it returned.
     position: i64,
+    /// Whether `consumer` was given a partition (else a seek may use it).
+    assigned: bool,
 }
 
 /// How long a reader may hear nothing (no record, no end of partition)
@@ -107,14 +132,21 @@ impl PartitionReader {
             topic: topic.to_owned(),
             partition,
             position: 0,
+            assigned: false,
         })
     }
 
-    fn consumer(brokers: &str) -> Result<BaseConsumer, Error> {
+    fn consumer(brokers: &str) -> Result<Detached, Error> {
         read_committed_config(brokers, "switchboard-reader")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "error")
+            // A read stops at the partition's end, which it learns from a
+            // fetch that finds nothing new; the broker holds such a fetch
+            // this long (default 500 ms), which was most of a small read
+            // and of every partition's rebuild.
+            .set("fetch.wait.max.ms", "10")
             .create()
+            .map(|consumer| Detached(Some(consumer)))
             .map_err(|e| Error::client("create a consumer", e))
     }
 
@@ -130,7 +162,10 @@ impl PartitionReader {
     /// end-of-partition event, and a reader would then wait for nothing.
     fn seek(&mut self, kafka_offset: i64) -> Result<(), Error> {
         self.position = kafka_offset;
-        self.consumer = Self::consumer(&self.brokers)?;
+        if self.assigned {
+            self.consumer = Self::consumer(&self.brokers)?;
+        }
+        self.assigned = true;
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(&self.topic, self.partition, Offset::Offset(kafka_offset))
             .map_err(|e| Error::client("build a partition list", e))?;
