@@ -2,11 +2,14 @@
 //!
 //! It publishes commands to `commands` (keyed by routing domain, idempotent
 //! producer, `acks=all`) and learns their outcomes from `events`, which it
-//! reads whole (`read_committed`, every partition) into a read model: the
-//! state of every domain, as a replay of the log would give it. An outcome
-//! is handed to the caller after the read model has applied it, so a caller
-//! that reads after its command sees its own effect. Every event is also
-//! broadcast to subscribers (the API's WebSocket feed and metrics).
+//! reads (`read_committed`, every partition) into a read model: the state of
+//! every domain, as a replay of the log would give it. It starts from each
+//! partition's newest snapshot and the events after it, so its start does
+//! not grow with the whole history. An outcome is handed to the caller after
+//! the read model has applied it, so a caller that reads after its command
+//! sees its own effect. Every event read after the start's catch-up is also
+//! broadcast to subscribers (the API's WebSocket feed and metrics), as the
+//! embedded engine broadcasts what it decides, not what it recovers.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +28,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::journal::{partition_count, read_committed_config};
 use crate::layout::TopicLayout;
+use crate::snapshot::latest_snapshots;
 use crate::Error;
 
 /// How long a caller waits for its command's outcome.
@@ -61,6 +65,7 @@ struct Inner {
     recent: Mutex<(HashMap<String, Outcome>, VecDeque<String>)>,
     states: RwLock<BTreeMap<String, DomainState>>,
     subscribers: broadcast::Sender<Arc<Envelope>>,
+    from_snapshots: usize,
     ready: AtomicBool,
     stop: AtomicBool,
     failure: Mutex<Option<String>>,
@@ -92,10 +97,26 @@ impl Edge {
             .set("fetch.wait.max.ms", "10")
             .create()
             .map_err(|e| Error::client("create the events reader", e))?;
+        let all_partitions: Vec<i32> = (0..partitions).collect();
+        let snapshots = latest_snapshots(brokers, &topics, &all_partitions)?;
+        let mut states = BTreeMap::new();
+        // Journal offset below which a partition's batches are in its snapshot.
+        let mut folded = vec![0; partitions as usize];
         let mut all = TopicPartitionList::new();
-        for partition in 0..partitions {
-            all.add_partition_offset(&topics.events, partition, Offset::Beginning)
+        for partition in all_partitions {
+            let start = match snapshots.get(&partition) {
+                Some(snapshot) => {
+                    folded[partition as usize] = snapshot.next_offset;
+                    Offset::Offset(snapshot.resume_at)
+                }
+                None => Offset::Beginning,
+            };
+            all.add_partition_offset(&topics.events, partition, start)
                 .map_err(|e| Error::client("list the events partitions", e))?;
+        }
+        let from_snapshots = snapshots.len();
+        for (_, snapshot) in snapshots {
+            states.extend(snapshot.domains.into_iter().map(|(domain, (state, _))| (domain, state)));
         }
         consumer.assign(&all).map_err(|e| Error::client("read the events topic", e))?;
         let (subscribers, _) = broadcast::channel(subscriber_capacity);
@@ -104,8 +125,9 @@ impl Edge {
             producer,
             waiters: Mutex::new(HashMap::new()),
             recent: Mutex::new((HashMap::new(), VecDeque::new())),
-            states: RwLock::new(BTreeMap::new()),
+            states: RwLock::new(states),
             subscribers,
+            from_snapshots,
             ready: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -113,9 +135,14 @@ impl Edge {
         let reading = inner.clone();
         let reader = std::thread::Builder::new()
             .name("kafka-edge".into())
-            .spawn(move || read_events(&reading, &consumer, partitions))
+            .spawn(move || read_events(&reading, &consumer, folded))
             .map_err(|e| Error::Broker { action: "start the events reader".into(), reason: e.to_string() })?;
         Ok(Edge { inner, reader: Arc::new(Mutex::new(Some(reader))) })
+    }
+
+    /// How many partitions the read model started from a snapshot of.
+    pub fn partitions_from_snapshots(&self) -> usize {
+        self.inner.from_snapshots
     }
 
     /// True once the read model has caught up with the log, and until a
@@ -184,10 +211,11 @@ impl Edge {
     }
 }
 
-/// The reader thread: applies every batch to the read model, broadcasts its
-/// events, then answers whoever waits for it.
-fn read_events(inner: &Inner, consumer: &BaseConsumer, partitions: i32) {
-    let mut at_end = vec![false; partitions as usize];
+/// The reader thread: applies every batch not `folded` into the starting
+/// snapshots to the read model, broadcasts its events once caught up, then
+/// answers whoever waits for it.
+fn read_events(inner: &Inner, consumer: &BaseConsumer, folded: Vec<u64>) {
+    let mut at_end = vec![false; folded.len()];
     while !inner.stop.load(Ordering::SeqCst) {
         let message = match consumer.poll(Duration::from_millis(100)) {
             None => continue,
@@ -220,6 +248,11 @@ fn read_events(inner: &Inner, consumer: &BaseConsumer, partitions: i32) {
                 continue;
             }
         };
+        // A snapshot's resume point may lie before batches it holds: the
+        // journal offsets say what is folded in already.
+        if batch.first_offset < folded.get(message.partition() as usize).copied().unwrap_or(0) {
+            continue;
+        }
         let mut events = Vec::with_capacity(batch.records.len());
         for bytes in &batch.records {
             match Envelope::decode(bytes.as_slice()) {
@@ -237,8 +270,10 @@ fn read_events(inner: &Inner, consumer: &BaseConsumer, partitions: i32) {
                 }
             }
         }
-        for envelope in &events {
-            let _ = inner.subscribers.send(Arc::new(envelope.clone()));
+        if inner.ready.load(Ordering::SeqCst) {
+            for envelope in &events {
+                let _ = inner.subscribers.send(Arc::new(envelope.clone()));
+            }
         }
         if batch.command_id.is_empty() {
             continue;

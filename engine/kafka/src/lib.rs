@@ -12,6 +12,7 @@ pub mod admin;
 pub mod edge;
 mod journal;
 pub mod layout;
+mod snapshot;
 pub mod testing;
 pub mod worker;
 

@@ -39,6 +39,8 @@ use switchboard_domain::{Command, DomainState, Envelope, Rejection};
 use switchboard_live::{is_configuration, timers_from_state, Decision, DomainEntry, Due, Mode};
 use switchboard_proto::v1::{CommandRefused, JournalBatch};
 
+use crate::snapshot::{latest_snapshots, snapshot_key, Snapshot, SNAPSHOT_VERSION};
+
 use crate::journal::read_batches;
 use crate::layout::{TopicLayout, MAX_RECORD_BYTES};
 use crate::Error;
@@ -182,24 +184,6 @@ struct Partition {
     snapshot_at: u64,
 }
 
-/// A partition's states as of a point in its `events`, in the `snapshots`
-/// topic under the key `<events topic>/<partition>`. JSON, like the
-/// embedded engine's snapshots: states hold maps with string keys.
-#[derive(serde::Deserialize)]
-struct Snapshot {
-    /// Format version; a reader skips a snapshot of a version it does not know.
-    version: u32,
-    /// Kafka offset in `events` to read on from: at or before the first
-    /// batch not folded in (batches before `next_offset` are passed over).
-    resume_at: i64,
-    /// Journal offset of the next event.
-    next_offset: u64,
-    /// Each domain's state and recent command ids.
-    domains: BTreeMap<String, (DomainState, Vec<String>)>,
-}
-
-const SNAPSHOT_VERSION: u32 = 1;
-
 /// A [`Snapshot`] as written: the same JSON, borrowed from the partition's
 /// states, so taking one does not copy them on the worker's thread.
 #[derive(serde::Serialize)]
@@ -224,10 +208,6 @@ impl<'a> SnapshotOut<'a> {
                 .collect(),
         }
     }
-}
-
-fn snapshot_key(events: &str, partition: i32) -> String {
-    format!("{events}/{partition}")
 }
 
 /// One consumer and one transactional producer, from start to first error.
@@ -336,9 +316,14 @@ impl<'a> Session<'a> {
         // Waits until no transaction of a previous owner is pending on these
         // partitions, so the events read below are all there will be.
         self.consumer.committed(CALL_TIMEOUT).map_err(client_error("read the committed offsets"))?;
-        for element in assignment.elements() {
-            let partition = element.partition();
-            let (state, from_snapshot) = rebuild_partition(self.options, partition)?;
+        let partitions: Vec<i32> = assignment.elements().iter().map(|e| e.partition()).collect();
+        let mut snapshots = if self.options.snapshot_every > 0 {
+            latest_snapshots(&self.options.brokers, &self.options.topics, &partitions)?
+        } else {
+            BTreeMap::new()
+        };
+        for partition in partitions {
+            let (state, from_snapshot) = rebuild_partition(self.options, partition, snapshots.remove(&partition))?;
             if from_snapshot {
                 self.status.from_snapshots.fetch_add(1, Ordering::SeqCst);
             }
@@ -534,36 +519,16 @@ fn decide(state: &mut Partition, command: Command, now: i64, window: usize) -> J
     batch
 }
 
-/// The newest readable snapshot of `partition`, if any.
-fn latest_snapshot(options: &WorkerOptions, partition: i32) -> Result<Option<Snapshot>, Error> {
-    let key = snapshot_key(&options.topics.events, partition);
-    let mut latest = None;
-    for record in crate::journal::read_records(&options.brokers, &options.topics.snapshots, 0, 0)? {
-        let (record_key, body) = record?;
-        if record_key == key.as_bytes() {
-            latest = Some(body);
-        }
-    }
-    Ok(latest.and_then(|body| match serde_json::from_slice::<Snapshot>(&body) {
-        Ok(snapshot) if snapshot.version == SNAPSHOT_VERSION => Some(snapshot),
-        Ok(snapshot) => {
-            tracing::warn!(partition, version = snapshot.version, "snapshot of an unknown version; folding all events");
-            None
-        }
-        Err(error) => {
-            tracing::warn!(partition, %error, "unreadable snapshot; folding all events");
-            None
-        }
-    }))
-}
-
-/// Rebuilds the states of `partition`'s domains: from its newest snapshot
-/// and the events after it, or from all its events; then arms the timers
-/// they call for. Returns whether a snapshot was used.
-fn rebuild_partition(options: &WorkerOptions, partition: i32) -> Result<(Partition, bool), Error> {
+/// Rebuilds the states of `partition`'s domains: from `snapshot`, its
+/// newest, and the events after it, or from all its events; then arms the
+/// timers they call for. Returns whether a snapshot was used.
+fn rebuild_partition(
+    options: &WorkerOptions,
+    partition: i32,
+    snapshot: Option<Snapshot>,
+) -> Result<(Partition, bool), Error> {
     let mut state = Partition::default();
     let mut resume_at = 0;
-    let snapshot = if options.snapshot_every > 0 { latest_snapshot(options, partition)? } else { None };
     let from_snapshot = snapshot.is_some();
     if let Some(snapshot) = snapshot {
         resume_at = snapshot.resume_at;
@@ -689,7 +654,8 @@ mod tests {
         let after = decide(&mut live, configure_agent("c-3", "cid"), 6_000, 10);
         write(&layout.events, b"acme", after.encode_to_vec());
 
-        let (rebuilt, from_snapshot) = rebuild_partition(&options, 0).unwrap();
+        let snapshot = latest_snapshots(&options.brokers, &options.topics, &[0]).unwrap().remove(&0);
+        let (rebuilt, from_snapshot) = rebuild_partition(&options, 0, snapshot).unwrap();
         assert!(from_snapshot);
         assert_eq!(rebuilt.next_offset, 3);
         let state = |p: &Partition| serde_json::to_value(&p.domains["acme"].state).unwrap();

@@ -65,6 +65,15 @@ impl Backend {
         }
     }
 
+    /// On Kafka, how many partitions the edge's read model started from a
+    /// snapshot of.
+    pub fn read_model_from_snapshots(&self) -> Option<usize> {
+        match self {
+            Backend::Embedded(_) => None,
+            Backend::Kafka { edge, .. } => Some(edge.partitions_from_snapshots()),
+        }
+    }
+
     /// Has `command` decided; its events once they are durable in the log.
     pub async fn submit(&self, command: Command) -> Result<Vec<Envelope>, ApiError> {
         match self {

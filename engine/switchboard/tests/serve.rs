@@ -752,6 +752,8 @@ fn a_killed_engine_restarts_with_everything_acknowledged_and_no_offer_left_hangi
             let ready = server.call("GET", "/readyz", None, None).1;
             if ready["partitions"].as_array().map_or(0, Vec::len) == 4 {
                 assert!(ready["rebuilds_from_snapshots"].as_u64() > Some(0), "rebuilt from snapshots: {ready}");
+                // The API's read model too: its digest below is the replay's.
+                assert!(ready["read_model_from_snapshots"].as_u64() > Some(0), "read model from snapshots: {ready}");
                 break;
             }
             assert!(Instant::now() < deadline, "the partitions did not come back: {ready}");

@@ -188,6 +188,9 @@ async fn readyz(state: Data) -> HttpResponse {
         if let Some(rebuilds) = state.engine.rebuilds_from_snapshots() {
             body["rebuilds_from_snapshots"] = serde_json::json!(rebuilds);
         }
+        if let Some(partitions) = state.engine.read_model_from_snapshots() {
+            body["read_model_from_snapshots"] = serde_json::json!(partitions);
+        }
         if let Some(failure) = state.engine.worker_failure() {
             // The worker starts again by itself; the edge still answers.
             body["worker_failure"] = serde_json::json!(failure);
