@@ -11,8 +11,10 @@ use switchboard_domain::DomainState;
 use crate::layout::TopicLayout;
 use crate::Error;
 
-/// The snapshot format this version reads and writes.
-pub(crate) const SNAPSHOT_VERSION: u32 = 1;
+/// The snapshot format this version reads and writes. 2: states hold the
+/// closed conversations the retention will forget, which a state of
+/// version 1 lacks (a fold from it would part from a full fold).
+pub(crate) const SNAPSHOT_VERSION: u32 = 2;
 
 /// One partition's snapshot, as read.
 #[derive(serde::Deserialize)]

@@ -46,7 +46,10 @@ pub(crate) const KEEP: usize = 2;
 const MAGIC: &[u8; 8] = b"SWBSNAP1";
 const HEADER_LEN: usize = MAGIC.len() + 8 + 4;
 /// Version of the body; a file of another version is skipped (a full fold is always possible).
-const FORMAT: u32 = 1;
+/// 2: states hold the closed conversations the retention will forget; a
+/// state of format 1 lacks them, so a fold from it would part from a full
+/// fold (and from `replay`) once they are due.
+const FORMAT: u32 = 2;
 const SUFFIX: &str = ".snapshot";
 const TEMP_SUFFIX: &str = ".snapshot.tmp";
 
