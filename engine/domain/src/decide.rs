@@ -134,7 +134,6 @@ impl DomainState {
         Ok(conversation)
     }
 
-    /// Checks that `agent_id` could be offered `conversation_id` directly.
     /// The text an agent message goes out with: as written, or from its
     /// template (rendered when no text is given; a locked one only as
     /// rendered).
@@ -195,6 +194,7 @@ impl DomainState {
             .ok_or_else(|| Rejection::NoAgentAvailable { queue_id: queue_id.clone() })
     }
 
+    /// Checks that `agent_id` could be offered `conversation_id` directly.
     fn direct_target(&self, agent_id: &str, conversation_id: &str, channel: Channel) -> Result<(), Rejection> {
         let agent = self.known_agent(agent_id)?;
         let unavailable = |reason: String| Err(Rejection::TargetUnavailable { agent_id: agent_id.to_owned(), reason });
