@@ -190,7 +190,7 @@ impl DomainState {
                 channel: channel::name(channel),
             });
         }
-        routing::choose_agent(self, queue_id, queue, &conversation_id.to_owned())
+        routing::choose_agent(self, queue_id, queue, conversation_id)
             .ok_or_else(|| Rejection::NoAgentAvailable { queue_id: queue_id.clone() })
     }
 

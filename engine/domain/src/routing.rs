@@ -101,7 +101,7 @@ pub(crate) fn choose_agent(
     state: &DomainState,
     queue_id: &QueueId,
     queue: &Queue,
-    conversation_id: &ConversationId,
+    conversation_id: &str,
 ) -> Option<Choice> {
     let channel = queue.channel();
     let strategy = queue.strategy();
@@ -176,7 +176,7 @@ pub(crate) fn choose_agent(
     };
     Some(Choice {
         queue_id: queue_id.clone(),
-        conversation_id: conversation_id.clone(),
+        conversation_id: conversation_id.to_owned(),
         agent_id: winner.agent_id.clone(),
         decision,
     })

@@ -71,13 +71,14 @@ pub fn placeholders(text: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-/// The placeholders of a template the agent fills in (not the system's).
-pub fn agent_parameters(template: &MessageTemplate) -> Vec<String> {
-    placeholders(&template.text)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|name| !SYSTEM_PARAMETERS.contains(&name.as_str()))
-        .collect()
+/// The placeholders of a template: those the agent fills in, and those the
+/// engine fills in from the conversation, each in order of appearance.
+pub fn parameters(template: &MessageTemplate) -> (Vec<String>, Vec<String>) {
+    placeholders(&template.text).unwrap_or_default().into_iter().partition(|name| !is_system(name))
+}
+
+fn is_system(name: &str) -> bool {
+    SYSTEM_PARAMETERS.contains(&name)
 }
 
 /// Checks a template as configuration: an id, a text, and placeholders
@@ -103,10 +104,10 @@ impl DomainState {
         parameters: &BTreeMap<String, String>,
     ) -> Result<String, Rejection> {
         let misuse = |problem: String| Rejection::Template { template_id: template.template_id.clone(), problem };
-        if let Some(name) = parameters.keys().find(|name| SYSTEM_PARAMETERS.contains(&name.as_str())) {
+        if let Some(name) = parameters.keys().find(|name| is_system(name)) {
             return Err(misuse(format!("{name} is filled in from the conversation, not by the agent")));
         }
-        let wanted = agent_parameters(template);
+        let (wanted, _) = self::parameters(template);
         if let Some(name) = parameters.keys().find(|name| !wanted.contains(name)) {
             return Err(misuse(format!("it has no parameter {name} (its parameters: {})", listed(&wanted))));
         }

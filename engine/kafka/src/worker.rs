@@ -558,18 +558,14 @@ fn rebuild_partition(
                 offset: batch.kafka_offset,
                 reason: e.to_string(),
             })?;
-            let window = options.idempotency_window;
-            let domain = state
-                .domains
-                .entry(envelope.domain.clone())
-                .or_insert_with(|| DomainEntry::new(&envelope.domain, window));
-            domain.state.apply(&envelope).map_err(|violation| Error::Undecodable {
-                topic: topic.clone(),
-                partition,
-                offset: batch.kafka_offset,
-                reason: format!("the log breaks an invariant: {violation}"),
-            })?;
-            domain.recent.record(Arc::new(envelope));
+            DomainEntry::fold_logged(&mut state.domains, Arc::new(envelope), options.idempotency_window).map_err(
+                |violation| Error::Undecodable {
+                    topic: topic.clone(),
+                    partition,
+                    offset: batch.kafka_offset,
+                    reason: format!("the log breaks an invariant: {violation}"),
+                },
+            )?;
         }
         state.next_offset = state.next_offset.max(batch.end_offset());
     }

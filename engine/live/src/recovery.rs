@@ -156,13 +156,12 @@ fn fold(
         report.records_read += 1;
         let envelope =
             Envelope::decode(bytes.as_slice()).map_err(|source| EngineError::Undecodable { offset, source })?;
-        let entry =
-            domains.entry(envelope.domain.clone()).or_insert_with(|| DomainEntry::new(&envelope.domain, window));
         if restored.get(&envelope.domain).is_some_and(|&covered| offset < covered) {
-            if envelope.sequence > entry.state.last_sequence {
+            let last_sequence = domains.get(&envelope.domain).map_or(0, |entry| entry.state.last_sequence);
+            if envelope.sequence > last_sequence {
                 let detail = format!(
-                    "the snapshot's state ends at sequence {}, but covers offset {offset}, holding sequence {}",
-                    entry.state.last_sequence, envelope.sequence
+                    "the snapshot's state ends at sequence {last_sequence}, but covers offset {offset}, holding sequence {}",
+                    envelope.sequence
                 );
                 let rule = "a snapshot holds every event of its domains below its covered offset";
                 let violation =
@@ -171,8 +170,8 @@ fn fold(
             }
             continue;
         }
-        entry.state.apply(&envelope).map_err(|violation| EngineError::Violation { offset, violation })?;
-        entry.recent.record(Arc::new(envelope));
+        DomainEntry::fold_logged(domains, Arc::new(envelope), window)
+            .map_err(|violation| EngineError::Violation { offset, violation })?;
         report.events_applied += 1;
     }
     Ok(())

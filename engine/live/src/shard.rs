@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{mpsc, Arc, OnceLock};
 
 use actix::{Actor, Context, Handler, Message, MessageResult};
-use switchboard_domain::{Command, DomainState, Envelope, Rejection};
+use switchboard_domain::{Command, DomainState, Envelope, Rejection, Violation};
 use switchboard_journal::JournalError;
 use switchboard_proto::v1::command::Command as C;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
@@ -38,6 +38,22 @@ impl DomainEntry {
     /// An empty domain remembering up to `window` recent commands.
     pub fn new(domain: &str, window: usize) -> DomainEntry {
         DomainEntry { state: DomainState::new(domain), recent: Recent::new(window), broken: None }
+    }
+
+    /// Folds one event read back from the log into its domain in `domains`
+    /// (made on the domain's first event), remembering its command for the
+    /// idempotency window: how recovery, the snapshot thread's replica and
+    /// a Kafka partition's rebuild follow the log alike.
+    pub fn fold_logged(
+        domains: &mut BTreeMap<String, DomainEntry>,
+        envelope: Arc<Envelope>,
+        window: usize,
+    ) -> Result<(), Violation> {
+        let entry =
+            domains.entry(envelope.domain.clone()).or_insert_with(|| DomainEntry::new(&envelope.domain, window));
+        entry.state.apply(&envelope)?;
+        entry.recent.record(envelope);
+        Ok(())
     }
 
     /// A domain as a snapshot kept it.

@@ -389,16 +389,9 @@ impl Replica {
             if self.broken {
                 continue;
             }
-            let domain = self
-                .domains
-                .entry(envelope.domain.clone())
-                .or_insert_with(|| DomainEntry::new(&envelope.domain, window));
-            match domain.state.apply(&envelope) {
-                Ok(()) => domain.recent.record(envelope),
-                Err(violation) => {
-                    tracing::error!(offset = at, %violation, "snapshot replica broken: no more snapshots of this shard until a restart");
-                    self.broken = true;
-                }
+            if let Err(violation) = DomainEntry::fold_logged(&mut self.domains, envelope, window) {
+                tracing::error!(offset = at, %violation, "snapshot replica broken: no more snapshots of this shard until a restart");
+                self.broken = true;
             }
         }
     }

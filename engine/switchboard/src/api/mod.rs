@@ -325,19 +325,15 @@ async fn list_templates(state: Data, caller: Caller) -> Result<HttpResponse, Api
         .map(|t| {
             let channels: Vec<&str> =
                 t.channels.iter().map(|c| channel::name(Channel::try_from(*c).unwrap_or_default())).collect();
-            let system: Vec<String> = template::placeholders(&t.text)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|name| template::SYSTEM_PARAMETERS.contains(&name.as_str()))
-                .collect();
+            let (parameters, system_parameters) = template::parameters(t);
             serde_json::json!({
                 "template_id": t.template_id,
                 "name": t.name,
                 "channels": channels,
                 "text": t.text,
                 "locked": t.locked,
-                "parameters": template::agent_parameters(t),
-                "system_parameters": system,
+                "parameters": parameters,
+                "system_parameters": system_parameters,
             })
         })
         .collect();
