@@ -366,7 +366,11 @@ pub fn changes_nothing(state: &DomainState, command: &Command) -> bool {
         Some(C::ConfigureWrapUpReasons(c)) => state.wrap_up_reasons == c.reasons,
         Some(C::ConfigureIdleReasons(c)) => state.idle_reasons == c.reasons,
         Some(C::ConfigureRetention(c)) => state.closed_retention_ms == c.closed_conversation_ms,
-        Some(C::ConfigureTemplates(c)) => state.templates.values().eq(c.templates.iter()),
+        // Kept by id, not in the order given: compare as such.
+        Some(C::ConfigureTemplates(c)) => {
+            state.templates.len() == c.templates.len()
+                && c.templates.iter().all(|t| state.templates.get(&t.template_id) == Some(t))
+        }
         _ => false,
     }
 }
@@ -522,5 +526,25 @@ mod tests {
         // "a" again after "b" is a later command with the same id: the later one is kept.
         assert_eq!(recent.get("a").unwrap().iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![4]);
         assert_eq!(recent.get("b").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn templates_given_again_in_another_order_change_nothing() {
+        use switchboard_proto::v1::{ConfigureTemplates, MessageTemplate};
+        let template = |id: &str| MessageTemplate { template_id: id.into(), text: "Hi".into(), ..Default::default() };
+        let command = Command {
+            command_id: "config/acme/templates".into(),
+            domain: "acme".into(),
+            at_ms: 1,
+            command: Some(C::ConfigureTemplates(ConfigureTemplates { templates: vec![template("b"), template("a")] })),
+        };
+        let mut state = DomainState::new("acme");
+        state.execute(&command).unwrap();
+        assert!(changes_nothing(&state, &command), "a restart with the same file must append nothing");
+        let fewer = Command {
+            command: Some(C::ConfigureTemplates(ConfigureTemplates { templates: vec![template("a")] })),
+            ..command.clone()
+        };
+        assert!(!changes_nothing(&state, &fewer));
     }
 }
