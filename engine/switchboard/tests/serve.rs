@@ -879,6 +879,34 @@ fn an_agent_session_gets_its_offers_pushed_and_resumes_without_losing_any_on(log
     let reply = ask(&mut socket, json!({ "request_id": "r3", "command": "dance" }));
     assert_eq!(reply["error"]["error"], "bad_request", "{reply}");
     server.verify_replay();
+
+    // After a restart the new process has pushed nothing yet: a resume from
+    // before its start is refused (410), not answered with nothing missed;
+    // a resume from the last event is taken.
+    let last = reply_sequence(&again);
+    drop(socket);
+    let data = server.kill();
+    let server = Server::start(data.parent().unwrap(), &log);
+    let ws_url = server.base.replace("http://", "ws://") + "/v1/agents/me/ws";
+    let address = ws_url.trim_start_matches("ws://").split('/').next().unwrap().to_owned();
+    // The status the handshake is answered with.
+    let handshake = |after: u64| -> u16 {
+        let url = format!("{ws_url}?after={after}");
+        let mut request = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+        request.headers_mut().insert("Authorization", "Bearer t-ana".parse().unwrap());
+        match tungstenite::client(request, std::net::TcpStream::connect(&address).unwrap()) {
+            Ok((_, response)) => response.status().as_u16(),
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => response.status().as_u16(),
+            Err(other) => panic!("handshake: {other}"),
+        }
+    };
+    assert_eq!(handshake(seen), 410, "a resume from before the restart must be refused");
+    assert_eq!(handshake(last), 101, "a resume from the last event must be taken");
+}
+
+/// The highest sequence among a reply's events.
+fn reply_sequence(reply: &Value) -> u64 {
+    reply["events"].as_array().unwrap().iter().filter_map(|e| e["sequence"].as_u64()).max().unwrap()
 }
 
 /// Tenants `t0` to `t7` (routing domains spread over the partitions), each

@@ -1,57 +1,93 @@
-//! Pushes to agents: a WebSocket per agent session carrying every durable
-//! event that concerns the agent, resumable after a reconnect.
+//! What agent sessions are pushed: the engine broadcasts each event once it
+//! is durable, and the feed's keeper (one task) keeps it in its domain's
+//! ring and hands it to exactly the sessions it concerns.
 //!
-//! The engine broadcasts each event once it is durable; the feed keeps the
-//! most recent events of each domain in a ring, so a session that comes
-//! back with `?after=<sequence>` first gets what it missed, then live
-//! events, with nothing lost or repeated in between.
+//! The ring lets a session that comes back with `?after=<sequence>` first
+//! get what it missed, then live events, with nothing lost or repeated in
+//! between: a session registers under the same lock the keeper holds while
+//! it keeps and hands out an event. The sessions are indexed by agent and by
+//! the conversations they follow, so an event costs the sessions it reaches,
+//! not every session connected.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
 use switchboard_proto::v1::envelope::Event;
-use switchboard_proto::v1::Envelope;
-use tokio::sync::broadcast;
+use switchboard_proto::v1::{Customer, Envelope};
+use tokio::sync::{broadcast, mpsc};
 
-use super::{ApiError, ApiState, Caller, Data};
 use crate::describe::touched;
 
 /// How many recent events of each domain a reconnecting session can resume from.
 const RING_EVENTS: usize = 100_000;
 
-/// The recent durable events of every domain, fed by the engine, and what
-/// an offer popover shows about each open conversation.
+/// How many pushes may wait for one session before it is told to resume
+/// instead: a session that stops reading must not hold the others up or
+/// grow without bound.
+const SESSION_OUTBOX: usize = 4096;
+
+/// The recent durable events of every domain, what an offer popover shows
+/// about each open conversation, and the connected agent sessions.
 pub struct Feed {
-    rings: Mutex<BTreeMap<String, VecDeque<Arc<Envelope>>>>,
-    arrivals: Mutex<BTreeMap<(String, String), Arrival>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    rings: HashMap<String, VecDeque<Arc<Envelope>>>,
+    arrivals: HashMap<(String, String), Arrival>,
+    sessions: HashMap<String, Sessions>,
+    next_session: u64,
 }
 
 /// How a conversation arrived: what SPEC.md's offer popover shows, by channel
 /// (customer name, email or number, source page or number, and the timer,
 /// which counts from the arrival, not from the offer).
 #[derive(Clone, serde::Serialize)]
-struct Arrival {
-    channel: &'static str,
-    customer: switchboard_proto::v1::Customer,
-    source: String,
-    subject: String,
-    arrived_at_ms: i64,
+pub(super) struct Arrival {
+    pub channel: &'static str,
+    pub customer: Customer,
+    pub source: String,
+    pub subject: String,
+    pub arrived_at_ms: i64,
+}
+
+/// A resume from before what the ring keeps.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("events after {0} are no longer kept: reload the agent's state and reconnect")]
+pub(super) struct NotKept(pub u64);
+
+/// One agent session's place in the feed. Dropping it leaves the feed.
+pub(super) struct Subscription {
+    feed: Arc<Feed>,
+    tenant: String,
+    id: u64,
+    /// The concerning events the session missed, to push before `live`.
+    pub backlog: Vec<Arc<Envelope>>,
+    /// The concerning events from the moment of subscribing on. It ends
+    /// when the session fell [`SESSION_OUTBOX`] pushes behind.
+    pub live: mpsc::Receiver<Arc<Envelope>>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.feed.lock().leave(&self.tenant, self.id);
+    }
 }
 
 impl Feed {
     /// A feed that keeps up with `events` on a task of its own.
     pub fn start(mut events: broadcast::Receiver<Arc<Envelope>>) -> Arc<Feed> {
-        let feed = Arc::new(Feed { rings: Mutex::new(BTreeMap::new()), arrivals: Mutex::new(BTreeMap::new()) });
+        let feed = Arc::new(Feed { inner: Mutex::new(Inner::default()) });
         let keeper = feed.clone();
         actix_web::rt::spawn(async move {
             loop {
                 match events.recv().await {
                     Ok(envelope) => keeper.keep(envelope),
-                    // Lagging only thins the resume window; live sessions
-                    // read the broadcast themselves.
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    // Events were missed: no ring or session may claim to be
+                    // complete, so sessions are told to resume, and a resume
+                    // from before the gap is refused.
+                    Err(broadcast::error::RecvError::Lagged(_)) => keeper.lock().forget_all(),
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
             }
@@ -59,7 +95,54 @@ impl Feed {
         feed
     }
 
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().expect("feed lock")
+    }
+
+    /// Keeps one durable event and pushes it to the sessions it concerns.
     fn keep(&self, envelope: Arc<Envelope>) {
+        self.lock().keep(envelope);
+    }
+
+    /// Subscribes a session of `agent_id` in `tenant`, which follows the
+    /// `held` conversations. With `after`, the session first gets the
+    /// concerning events after that sequence; `current_sequence` is the
+    /// domain's sequence as the caller saw it, which tells an empty ring
+    /// (nothing since this process started) from a gap.
+    pub(super) fn subscribe(
+        self: &Arc<Self>,
+        tenant: &str,
+        agent_id: &str,
+        held: impl IntoIterator<Item = String>,
+        after: Option<u64>,
+        current_sequence: u64,
+    ) -> Result<Subscription, NotKept> {
+        let mut inner = self.lock();
+        let mut interest = Interest { agent_id: agent_id.to_owned(), conversations: held.into_iter().collect() };
+        let backlog = match after {
+            Some(after) => inner
+                .since(tenant, after, current_sequence)
+                .ok_or(NotKept(after))?
+                .into_iter()
+                .filter(|e| e.event.as_ref().is_some_and(|event| interest.concerns(event)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let (outbox, live) = mpsc::channel(SESSION_OUTBOX);
+        let id = inner.next_session;
+        inner.next_session += 1;
+        inner.sessions.entry(tenant.to_owned()).or_default().join(id, Session { interest, outbox });
+        Ok(Subscription { feed: self.clone(), tenant: tenant.to_owned(), id, backlog, live })
+    }
+
+    /// How the conversation of an offer arrived, if it is still open.
+    pub(super) fn arrival(&self, domain: &str, conversation_id: &str) -> Option<Arrival> {
+        self.lock().arrivals.get(&(domain.to_owned(), conversation_id.to_owned())).cloned()
+    }
+}
+
+impl Inner {
+    fn keep(&mut self, envelope: Arc<Envelope>) {
         match &envelope.event {
             Some(Event::ConversationCreated(created)) => {
                 let arrival = Arrival {
@@ -69,17 +152,17 @@ impl Feed {
                     subject: created.subject.clone(),
                     arrived_at_ms: envelope.at_ms,
                 };
-                let key = (envelope.domain.clone(), created.conversation_id.clone());
-                self.arrivals.lock().expect("feed lock").insert(key, arrival);
+                self.arrivals.insert((envelope.domain.clone(), created.conversation_id.clone()), arrival);
             }
             Some(Event::ConversationEnded(ended)) => {
-                let key = (envelope.domain.clone(), ended.conversation_id.clone());
-                self.arrivals.lock().expect("feed lock").remove(&key);
+                self.arrivals.remove(&(envelope.domain.clone(), ended.conversation_id.clone()));
             }
             _ => {}
         }
-        let mut rings = self.rings.lock().expect("feed lock");
-        let ring = rings.entry(envelope.domain.clone()).or_default();
+        if let Some(sessions) = self.sessions.get_mut(&envelope.domain) {
+            sessions.push(&envelope);
+        }
+        let ring = self.rings.entry(envelope.domain.clone()).or_default();
         if ring.len() == RING_EVENTS {
             ring.pop_front();
         }
@@ -87,17 +170,113 @@ impl Feed {
     }
 
     /// The kept events of `domain` after `sequence`, or `None` if some of
-    /// them are no longer kept.
-    fn since(&self, domain: &str, sequence: u64) -> Option<Vec<Arc<Envelope>>> {
-        let rings = self.rings.lock().expect("feed lock");
-        let Some(ring) = rings.get(domain) else {
-            return Some(Vec::new());
+    /// them are not kept (fell out of the ring, came before this process
+    /// started, or were missed).
+    fn since(&self, domain: &str, sequence: u64, current_sequence: u64) -> Option<Vec<Arc<Envelope>>> {
+        let ring = self.rings.get(domain).filter(|ring| !ring.is_empty());
+        let Some(ring) = ring else {
+            return (sequence >= current_sequence).then(Vec::new);
         };
-        let first_kept = ring.front().map_or(sequence + 1, |e| e.sequence);
+        let first_kept = ring.front().map_or(0, |e| e.sequence);
         if first_kept > sequence + 1 {
             return None;
         }
         Some(ring.iter().filter(|e| e.sequence > sequence).cloned().collect())
+    }
+
+    fn leave(&mut self, tenant: &str, id: u64) {
+        if let Some(sessions) = self.sessions.get_mut(tenant) {
+            sessions.leave(id);
+            if sessions.by_id.is_empty() {
+                self.sessions.remove(tenant);
+            }
+        }
+    }
+
+    fn forget_all(&mut self) {
+        self.rings.clear();
+        self.sessions.clear();
+    }
+}
+
+/// The connected sessions of one tenant, indexed by what can concern them.
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<u64, Session>,
+    by_agent: HashMap<String, Vec<u64>>,
+    by_conversation: HashMap<String, Vec<u64>>,
+}
+
+struct Session {
+    interest: Interest,
+    outbox: mpsc::Sender<Arc<Envelope>>,
+}
+
+impl Sessions {
+    fn join(&mut self, id: u64, session: Session) {
+        self.by_agent.entry(session.interest.agent_id.clone()).or_default().push(id);
+        for conversation in &session.interest.conversations {
+            self.by_conversation.entry(conversation.clone()).or_default().push(id);
+        }
+        self.by_id.insert(id, session);
+    }
+
+    fn leave(&mut self, id: u64) {
+        let Some(session) = self.by_id.remove(&id) else { return };
+        unindex(&mut self.by_agent, &session.interest.agent_id, id);
+        for conversation in &session.interest.conversations {
+            unindex(&mut self.by_conversation, conversation, id);
+        }
+    }
+
+    /// Hands `envelope` to the sessions it concerns. Only the sessions of
+    /// the agents it names, the sessions following its conversation and,
+    /// for an announcement, every session can be concerned (see
+    /// [`Interest::concerns`]), so only those are asked.
+    fn push(&mut self, envelope: &Arc<Envelope>) {
+        let Some(event) = &envelope.event else { return };
+        let (conversation, agents) = touched(event);
+        let mut asked: Vec<u64> = if matches!(event, Event::AnnouncementPosted(_)) {
+            self.by_id.keys().copied().collect()
+        } else {
+            let named = agents.iter().filter_map(|agent| self.by_agent.get(*agent)).flatten();
+            let following = conversation.and_then(|c| self.by_conversation.get(c)).into_iter().flatten();
+            named.chain(following).copied().collect()
+        };
+        asked.sort_unstable();
+        asked.dedup();
+        let mut behind = Vec::new();
+        for id in asked {
+            let Some(session) = self.by_id.get_mut(&id) else { continue };
+            let followed = |s: &Session| conversation.is_some_and(|c| s.interest.conversations.contains(c));
+            let followed_before = followed(session);
+            let concerned = session.interest.concerns(event);
+            let followed_after = followed(session);
+            if concerned && session.outbox.try_send(envelope.clone()).is_err() {
+                behind.push(id);
+            }
+            if let (Some(conversation), true) = (conversation, followed_before != followed_after) {
+                if followed_after {
+                    self.by_conversation.entry(conversation.to_owned()).or_default().push(id);
+                } else {
+                    unindex(&mut self.by_conversation, conversation, id);
+                }
+            }
+        }
+        // Dropping a session's outbox ends its live stream: it is told to
+        // resume from the last event it was sent, which the ring still holds.
+        for id in behind {
+            self.leave(id);
+        }
+    }
+}
+
+fn unindex(index: &mut HashMap<String, Vec<u64>>, key: &str, id: u64) {
+    if let Some(ids) = index.get_mut(key) {
+        ids.retain(|&i| i != id);
+        if ids.is_empty() {
+            index.remove(key);
+        }
     }
 }
 
@@ -109,6 +288,9 @@ struct Interest {
 }
 
 impl Interest {
+    /// Whether `event` is pushed to the agent; follows the conversations
+    /// the agent is offered until its part in them ends. Only events that
+    /// name the agent change what it follows.
     fn concerns(&mut self, event: &Event) -> bool {
         let (conversation, agents) = touched(event);
         let names_agent = agents.contains(&self.agent_id.as_str());
@@ -142,214 +324,148 @@ impl Interest {
     }
 }
 
-/// Where a session resumes.
-#[derive(Deserialize)]
-pub struct Resume {
-    /// The last domain sequence the session saw.
-    after: Option<u64>,
-}
+#[cfg(test)]
+mod tests {
+    use switchboard_proto::v1::*;
 
-/// One push. An offer also carries what the agent's popover shows: the
-/// queue's name, the customer and source as the channel gives them, and
-/// how long the customer has waited since arriving.
-fn frame(state: &ApiState, envelope: &Envelope) -> String {
-    let offer = match &envelope.event {
-        Some(Event::ConversationOffered(offer)) => {
-            let key = (envelope.domain.clone(), offer.conversation_id.clone());
-            let arrival = state.feed.arrivals.lock().expect("feed lock").get(&key).cloned();
-            let queue_name = state
-                .config
-                .tenant(&envelope.domain)
-                .and_then(|t| t.queues.iter().find(|q| q.id == offer.queue_id))
-                .map_or(offer.queue_id.as_str(), |q| if q.name.is_empty() { &q.id } else { &q.name });
-            Some(OfferPopover {
-                offer_id: &offer.offer_id,
-                conversation_id: &offer.conversation_id,
-                queue_id: &offer.queue_id,
-                queue_name,
-                deadline_ms: offer.deadline_ms,
-                waited_ms: arrival.as_ref().map(|a| envelope.at_ms - a.arrived_at_ms),
-                arrival,
-            })
-        }
-        _ => None,
-    };
-    let frame = Frame { sequence: envelope.sequence, event: envelope, offer };
-    serde_json::to_string(&frame).expect("a frame always serializes")
-}
+    use super::*;
 
-/// What [`frame`] writes; serialized straight from the envelope, without a
-/// `serde_json::Value` tree in between.
-#[derive(serde::Serialize)]
-struct Frame<'a> {
-    sequence: u64,
-    event: &'a Envelope,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    offer: Option<OfferPopover<'a>>,
-}
-
-#[derive(serde::Serialize)]
-struct OfferPopover<'a> {
-    offer_id: &'a str,
-    conversation_id: &'a str,
-    queue_id: &'a str,
-    queue_name: &'a str,
-    deadline_ms: i64,
-    waited_ms: Option<i64>,
-    arrival: Option<Arrival>,
-}
-
-/// `GET /v1/agents/me/ws`: the agent's push channel.
-pub async fn agent_socket(
-    state: Data,
-    caller: Caller,
-    request: HttpRequest,
-    body: web::Payload,
-    resume: web::Query<Resume>,
-) -> Result<HttpResponse, ApiError> {
-    let agent_id = caller.agent()?.to_owned();
-    let tenant = caller.tenant().to_owned();
-    // Subscribe before reading the ring, so nothing falls between the two.
-    let mut live = state.engine.subscribe();
-    let backlog = match resume.after {
-        Some(after) => Some(state.feed.since(&tenant, after).ok_or_else(|| {
-            ApiError::Gone(format!("events after {after} are no longer kept: reload the agent's state and reconnect"))
-        })?),
-        None => None,
-    };
-    let (response, mut session, messages) =
-        actix_ws::handle(&request, body).map_err(|e| ApiError::BadRequest(format!("not a WebSocket request: {e}")))?;
-    let mut interest = Interest { agent_id, conversations: BTreeSet::new() };
-    if let Some(domain) = state.engine.domain_state(&tenant).await? {
-        // The conversations the agent holds now, so their later events reach it.
-        if let Some(agent) = domain.agents.get(&interest.agent_id) {
-            interest.conversations.extend(agent.holdings.keys().cloned());
-        }
+    fn feed() -> Arc<Feed> {
+        Arc::new(Feed { inner: Mutex::new(Inner::default()) })
     }
-    actix_web::rt::spawn(take_commands(
-        state.clone(),
-        tenant.clone(),
-        interest.agent_id.clone(),
-        session.clone(),
-        messages,
-    ));
-    actix_web::rt::spawn(async move {
-        let mut last = resume.after.unwrap_or(0);
-        for envelope in backlog.into_iter().flatten() {
-            last = envelope.sequence;
-            if envelope.event.as_ref().is_some_and(|e| interest.concerns(e))
-                && session.text(frame(&state, &envelope)).await.is_err()
-            {
-                return;
-            }
-        }
-        loop {
-            match live.recv().await {
-                Ok(envelope) => {
-                    if envelope.domain != tenant || (resume.after.is_some() && envelope.sequence <= last) {
-                        continue;
-                    }
-                    last = envelope.sequence;
-                    if envelope.event.as_ref().is_some_and(|e| interest.concerns(e))
-                        && session.text(frame(&state, &envelope)).await.is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Tell the client where to resume instead of silently skipping.
-                    let reason = format!("fell behind: reconnect with ?after={last}");
-                    let _ = session
-                        .close(Some(actix_ws::CloseReason {
-                            code: actix_ws::CloseCode::Again,
-                            description: Some(reason),
-                        }))
-                        .await;
-                    return;
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    let _ = session.close(None).await;
-                    return;
-                }
-            }
-        }
-    });
-    Ok(response)
-}
 
-/// Reads the agent's commands from the socket: each text frame is an
-/// [`AgentRequest`] with a `request_id`, e.g.
-/// `{"request_id": "r7", "command": "accept", "offer_id": "demo-o3"}`, and is
-/// answered with `{"reply_to": "r7", "events": [...]}` once durable, or
-/// `{"reply_to": "r7", "error": {"error": kind, "message": ...}}`. The
-/// request id is the command's idempotency key: a resent request is decided once.
-async fn take_commands(
-    state: Data,
-    tenant: String,
-    agent_id: String,
-    mut session: actix_ws::Session,
-    mut messages: actix_ws::MessageStream,
-) {
-    use futures_util::StreamExt;
-    while let Some(Ok(message)) = messages.next().await {
-        let text = match message {
-            actix_ws::Message::Text(text) => text,
-            actix_ws::Message::Ping(bytes) => {
-                let _ = session.pong(&bytes).await;
-                continue;
-            }
-            actix_ws::Message::Close(_) => break,
-            _ => continue,
-        };
-        let (request_id, outcome) = match parse_request(&text) {
-            Ok((request_id, request)) => {
-                let outcome = match request.into_command(&agent_id) {
-                    Ok(body) => {
-                        let command = switchboard_proto::v1::Command {
-                            command_id: format!("ws/{tenant}/{agent_id}/{request_id}"),
-                            domain: tenant.clone(),
-                            at_ms: 0,
-                            command: Some(body),
-                        };
-                        state.engine.submit(command).await
-                    }
-                    Err(error) => Err(error),
-                };
-                (request_id, outcome)
-            }
-            Err((request_id, error)) => (request_id, Err(error)),
-        };
-        let reply = match outcome {
-            Ok(events) => serde_json::to_string(&Reply { reply_to: &request_id, events: Some(&events), error: None }),
-            Err(error) => {
-                serde_json::to_string(&Reply { reply_to: &request_id, events: None, error: Some(error.body()) })
-            }
-        };
-        let reply = reply.expect("a reply always serializes");
-        if session.text(reply).await.is_err() {
-            break;
-        }
+    /// Keeps `event` as the next event of tenant "t".
+    fn keep(feed: &Feed, event: Event) -> u64 {
+        let mut inner = feed.lock();
+        let sequence = inner.rings.get("t").and_then(|r| r.back()).map_or(1, |e| e.sequence + 1);
+        inner.keep(Arc::new(Envelope { domain: "t".into(), sequence, event: Some(event), ..Default::default() }));
+        sequence
     }
-}
 
-/// The answer to one socket command: `events`, or `error`.
-#[derive(serde::Serialize)]
-struct Reply<'a> {
-    reply_to: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    events: Option<&'a [Envelope]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<serde_json::Value>,
-}
+    fn offered(conversation: &str, agent: &str) -> Event {
+        Event::ConversationOffered(ConversationOffered {
+            conversation_id: conversation.into(),
+            agent_id: agent.into(),
+            offer_id: format!("o-{conversation}-{agent}"),
+            ..Default::default()
+        })
+    }
 
-fn parse_request(text: &str) -> Result<(String, super::AgentRequest), (String, ApiError)> {
-    let mut value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| (String::new(), ApiError::BadRequest(format!("invalid JSON frame: {e}"))))?;
-    let request_id = match value.as_object_mut().and_then(|o| o.remove("request_id")) {
-        Some(serde_json::Value::String(id)) if !id.is_empty() => id,
-        _ => return Err((String::new(), ApiError::BadRequest("every frame needs a request_id string".into()))),
-    };
-    let request = serde_json::from_value(value)
-        .map_err(|e| (request_id.clone(), ApiError::BadRequest(format!("invalid request: {e}"))))?;
-    Ok((request_id, request))
+    fn customer_wrote(conversation: &str) -> Event {
+        Event::CustomerMessageReceived(CustomerMessageReceived {
+            conversation_id: conversation.into(),
+            ..Default::default()
+        })
+    }
+
+    fn wrapped_up(conversation: &str, agent: &str) -> Event {
+        Event::WrapUpSubmitted(WrapUpSubmitted {
+            conversation_id: conversation.into(),
+            agent_id: agent.into(),
+            ..Default::default()
+        })
+    }
+
+    fn received(subscription: &mut Subscription) -> Vec<u64> {
+        std::iter::from_fn(|| subscription.live.try_recv().ok()).map(|e| e.sequence).collect()
+    }
+
+    #[test]
+    fn an_event_reaches_exactly_the_sessions_it_concerns() {
+        // given sessions of ana (two of them), bo, and cy who holds c0 already
+        let feed = feed();
+        let mut ana = feed.subscribe("t", "ana", [], None, 0).unwrap();
+        let mut ana_too = feed.subscribe("t", "ana", [], None, 0).unwrap();
+        let mut bo = feed.subscribe("t", "bo", [], None, 0).unwrap();
+        let mut cy = feed.subscribe("t", "cy", ["c0".to_owned()], None, 0).unwrap();
+
+        // when c1 is offered to ana, its customer writes, c0's customer
+        // writes, ana wraps c1 up, c1's customer writes again, and an
+        // announcement goes to bo only, then to everyone
+        let offer = keep(&feed, offered("c1", "ana"));
+        let c1_message = keep(&feed, customer_wrote("c1"));
+        let c0_message = keep(&feed, customer_wrote("c0"));
+        let wrap_up = keep(&feed, wrapped_up("c1", "ana"));
+        keep(&feed, customer_wrote("c1"));
+        let to_bo = keep(
+            &feed,
+            Event::AnnouncementPosted(AnnouncementPosted { agent_ids: vec!["bo".into()], ..Default::default() }),
+        );
+        let to_all = keep(&feed, Event::AnnouncementPosted(AnnouncementPosted::default()));
+
+        // then each session got what concerns its agent, and nothing after ana's part in c1 ended
+        assert_eq!(received(&mut ana), [offer, c1_message, wrap_up, to_all]);
+        assert_eq!(received(&mut ana_too), [offer, c1_message, wrap_up, to_all]);
+        assert_eq!(received(&mut bo), [to_bo, to_all]);
+        assert_eq!(received(&mut cy), [c0_message, to_all]);
+        // and c1 is no longer indexed for anyone
+        assert!(!feed.lock().sessions["t"].by_conversation.contains_key("c1"));
+    }
+
+    #[test]
+    fn a_resumed_session_gets_what_it_missed_then_live_events_without_gap_or_repeat() {
+        // given events kept while ana was away
+        let feed = feed();
+        let before = keep(&feed, customer_wrote("c1"));
+        let offer = keep(&feed, offered("c1", "ana"));
+        let message = keep(&feed, customer_wrote("c1"));
+
+        // when ana resumes after the first one, and another arrives
+        let mut ana = feed.subscribe("t", "ana", [], Some(before), message).unwrap();
+        let live = keep(&feed, customer_wrote("c1"));
+
+        // then the backlog is what concerns her since, and the live stream follows on
+        assert_eq!(ana.backlog.iter().map(|e| e.sequence).collect::<Vec<_>>(), [offer, message]);
+        assert_eq!(received(&mut ana), [live]);
+    }
+
+    #[test]
+    fn a_resume_from_before_what_is_kept_is_refused() {
+        // given a feed that started after the domain reached sequence 10
+        let feed = feed();
+        // then resuming after 7 with nothing kept is refused, after 10 is fine
+        assert_eq!(feed.subscribe("t", "ana", [], Some(7), 10).err(), Some(NotKept(7)));
+        assert!(feed.subscribe("t", "ana", [], Some(10), 10).unwrap().backlog.is_empty());
+
+        // and once events from 11 on are kept, resuming after 9 is still refused
+        let mut inner = feed.lock();
+        inner.keep(Arc::new(Envelope {
+            domain: "t".into(),
+            sequence: 11,
+            event: Some(customer_wrote("c1")),
+            ..Default::default()
+        }));
+        assert!(inner.since("t", 9, 11).is_none());
+        assert_eq!(inner.since("t", 10, 11).map(|e| e.len()), Some(1));
+    }
+
+    #[test]
+    fn a_session_that_stops_reading_is_ended_and_the_others_go_on() {
+        // given ana, who reads nothing, and bo, who reads
+        let feed = feed();
+        let mut ana = feed.subscribe("t", "ana", [], None, 0).unwrap();
+        let mut bo = feed.subscribe("t", "bo", [], None, 0).unwrap();
+
+        // when more announcements than a session's outbox holds are posted
+        for _ in 0..=SESSION_OUTBOX {
+            keep(&feed, Event::AnnouncementPosted(AnnouncementPosted::default()));
+            received(&mut bo);
+        }
+
+        // then ana's live stream ends after what fitted, and she has left the feed
+        assert_eq!(received(&mut ana).len(), SESSION_OUTBOX);
+        assert_eq!(ana.live.try_recv().err(), Some(mpsc::error::TryRecvError::Disconnected));
+        assert_eq!(feed.lock().sessions["t"].by_id.len(), 1);
+        // and bo still gets events
+        keep(&feed, Event::AnnouncementPosted(AnnouncementPosted::default()));
+        assert_eq!(received(&mut bo).len(), 1);
+    }
+
+    #[test]
+    fn a_session_that_is_dropped_leaves_every_index() {
+        let feed = feed();
+        let ana = feed.subscribe("t", "ana", ["c0".to_owned()], None, 0).unwrap();
+        drop(ana);
+        assert!(feed.lock().sessions.is_empty());
+    }
 }

@@ -10,6 +10,7 @@ mod agent;
 mod error;
 mod feed;
 mod metrics;
+mod socket;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -142,7 +143,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route("/agents", web::get().to(list_agents))
                 .route("/templates", web::get().to(list_templates))
                 .route("/agents/me/state", web::post().to(set_state))
-                .route("/agents/me/ws", web::get().to(feed::agent_socket))
+                .route("/agents/me/ws", web::get().to(socket::agent_socket))
                 .route("/announcements", web::post().to(announce))
                 // Every dynamic segment costs a regex search (actix-router),
                 // more than deciding the command: behind a static prefix each
