@@ -30,6 +30,14 @@ pub enum ApiError {
         /// What the engine said.
         message: String,
     },
+    /// The engine refused a command sent on the agent's WebSocket.
+    #[error("refused on the socket, {kind}: {message}")]
+    Refused {
+        /// The error's kind, as the API names it.
+        kind: String,
+        /// What the engine said.
+        message: String,
+    },
     /// No answer within the request timeout.
     #[error("timed out")]
     Timeout,
@@ -47,6 +55,7 @@ impl ApiError {
     pub fn kind(&self) -> String {
         match self {
             ApiError::Status { status, kind, .. } => format!("http_{status}_{kind}"),
+            ApiError::Refused { kind, .. } => format!("ws_{kind}"),
             ApiError::Timeout => "timeout".into(),
             ApiError::Transport(_) => "transport".into(),
             ApiError::Decode(_) => "decode".into(),
@@ -56,7 +65,7 @@ impl ApiError {
     /// The API's error kind, when the engine answered with one.
     pub fn api_kind(&self) -> Option<&str> {
         match self {
-            ApiError::Status { kind, .. } => Some(kind),
+            ApiError::Status { kind, .. } | ApiError::Refused { kind, .. } => Some(kind),
             _ => None,
         }
     }
@@ -139,6 +148,41 @@ pub mod route {
     pub const END: &str = "end";
     /// `POST /v1/conversations/{id}/wrap-up`.
     pub const WRAP_UP: &str = "wrap_up";
+}
+
+/// The WebSocket frame of an agent's request to `path` with `body` (without
+/// its `request_id`), or `None` for a route the agent's socket does not
+/// take (customer traffic, which is not the agent's).
+pub fn socket_command(name: &str, path: &str, body: Option<serde_json::Value>) -> Option<serde_json::Value> {
+    let command = match name {
+        route::STATE => "set_state",
+        route::ACCEPT => "accept",
+        route::MESSAGE => "send_message",
+        route::TRANSFER => "transfer",
+        route::CONFERENCE => "request_conference",
+        route::CONFERENCE_LEAVE => "leave_conference",
+        route::CONFERENCE_END => "end_conference",
+        route::END => "end",
+        route::WRAP_UP => "wrap_up",
+        _ => return None,
+    };
+    let mut frame = match body {
+        Some(serde_json::Value::Object(fields)) => fields,
+        _ => serde_json::Map::new(),
+    };
+    frame.insert("command".into(), command.into());
+    // `/offers/{offer_id}/accept`, `/conversations/{conversation_id}/...`
+    let mut segments = path.split('/').skip(1);
+    match (segments.next(), segments.next()) {
+        (Some("offers"), Some(offer_id)) => {
+            frame.insert("offer_id".into(), offer_id.into());
+        }
+        (Some("conversations"), Some(conversation_id)) => {
+            frame.insert("conversation_id".into(), conversation_id.into());
+        }
+        _ => {}
+    }
+    Some(serde_json::Value::Object(frame))
 }
 
 #[derive(Deserialize)]
@@ -251,6 +295,12 @@ impl AgentSocket {
         }
     }
 
+    /// Sends one text frame.
+    pub async fn send_text(&mut self, text: String) -> Result<(), ApiError> {
+        use futures_util::SinkExt;
+        self.framed.send(awc::ws::Message::Text(text.into())).await.map_err(|e| ApiError::Transport(e.to_string()))
+    }
+
     /// Closes the socket politely.
     pub async fn close(mut self) {
         use futures_util::SinkExt;
@@ -285,11 +335,27 @@ mod tests {
     }
 
     #[test]
+    fn an_agents_requests_have_socket_frames_and_customer_traffic_has_none() {
+        use serde_json::json;
+        let accept = socket_command(route::ACCEPT, "/offers/o-7/accept", None);
+        assert_eq!(accept, Some(json!({ "command": "accept", "offer_id": "o-7" })));
+        let wrap_up = socket_command(route::WRAP_UP, "/conversations/c-1/wrap-up", Some(json!({ "reasons": ["x"] })));
+        assert_eq!(wrap_up, Some(json!({ "command": "wrap_up", "conversation_id": "c-1", "reasons": ["x"] })));
+        let state = socket_command(route::STATE, "/agents/me/state", Some(json!({ "status": "available" })));
+        assert_eq!(state, Some(json!({ "command": "set_state", "status": "available" })));
+        let leave = socket_command(route::CONFERENCE_LEAVE, "/conversations/c-2/conference/leave", None);
+        assert_eq!(leave, Some(json!({ "command": "leave_conference", "conversation_id": "c-2" })));
+        assert_eq!(socket_command(route::ARRIVAL, "/inbound/messages", Some(json!({}))), None);
+    }
+
+    #[test]
     fn error_kinds_name_the_status_and_the_apis_kind() {
         let e = ApiError::Status { status: 409, kind: "offer_not_open".into(), message: String::new() };
         assert_eq!(e.kind(), "http_409_offer_not_open");
         assert_eq!(e.api_kind(), Some("offer_not_open"));
         assert_eq!(ApiError::Timeout.kind(), "timeout");
+        let refused = ApiError::Refused { kind: "offer_not_open".into(), message: String::new() };
+        assert_eq!((refused.kind().as_str(), refused.api_kind()), ("ws_offer_not_open", Some("offer_not_open")));
         assert_eq!(ApiError::Transport("reset".into()).api_kind(), None);
     }
 }

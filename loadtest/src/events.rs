@@ -26,14 +26,37 @@ pub struct Reply {
     pub events: Vec<Envelope>,
 }
 
-/// One frame of the agent WebSocket: `{"sequence": N, "event": Envelope}`.
+/// One frame of the agent WebSocket: a push, `{"sequence": N, "event":
+/// Envelope}`, or the answer to a command sent on the socket,
+/// `{"reply_to": id, "events": [...]}` or `{"reply_to": id, "error": {...}}`.
 #[derive(Debug, Deserialize)]
 pub struct Frame {
-    /// The domain sequence of the event (for resuming with `?after=`).
+    /// The domain sequence of a pushed event (for resuming with `?after=`).
     #[serde(default)]
     pub sequence: u64,
-    /// The event.
-    pub event: Envelope,
+    /// The pushed event.
+    #[serde(default)]
+    pub event: Option<Envelope>,
+    /// The request a reply answers.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// A reply's events.
+    #[serde(default)]
+    pub events: Option<Vec<Envelope>>,
+    /// A refusal: `{"error": kind, "message": ...}`.
+    #[serde(default)]
+    pub error: Option<Refusal>,
+}
+
+/// Why the engine refused a command sent on the socket.
+#[derive(Debug, Default, Deserialize)]
+pub struct Refusal {
+    /// The API's error kind.
+    #[serde(default)]
+    pub error: String,
+    /// What the engine said.
+    #[serde(default)]
+    pub message: String,
 }
 
 /// One event with its place in the log.
@@ -283,9 +306,21 @@ mod tests {
         let frame: Frame = serde_json::from_str(&json).unwrap();
         assert_eq!(frame.sequence, 12);
         assert_eq!(
-            frame.event.event,
+            frame.event.unwrap().event,
             Some(Event::WrapUpStarted(AgentInConversation { conversation_id: "c9".into(), agent_id: "a".into() }))
         );
+        assert!(frame.reply_to.is_none());
+    }
+
+    #[test]
+    fn reads_the_answers_to_commands_sent_on_the_socket() {
+        let json = serde_json::json!({ "reply_to": "r1", "events": [] }).to_string();
+        let reply: Frame = serde_json::from_str(&json).unwrap();
+        assert_eq!((reply.reply_to.as_deref(), reply.events.map(|e| e.len())), (Some("r1"), Some(0)));
+        let json = r#"{"reply_to": "r2", "error": {"error": "offer_not_open", "message": "m"}}"#;
+        let refused: Frame = serde_json::from_str(json).unwrap();
+        assert_eq!(refused.error.unwrap().error, "offer_not_open");
+        assert!(refused.event.is_none());
     }
 
     #[test]

@@ -87,6 +87,10 @@ struct RunArgs {
     /// Agents also listen on their WebSockets (/v1/agents/me/ws).
     #[arg(long)]
     ws: bool,
+    /// Agents also send their commands on their WebSockets, as a desktop
+    /// that keeps one open does (implies --ws); customers stay on HTTP.
+    #[arg(long)]
+    ws_commands: bool,
     /// The engine's process id, for its peak RSS; found by the target's port when left out.
     #[arg(long)]
     engine_pid: Option<u32>,
@@ -197,7 +201,8 @@ fn load(args: RunArgs) -> Result<()> {
         connections: args.connections,
         request_timeout: seconds(args.request_timeout, "--request-timeout")?,
         drain,
-        ws: args.ws,
+        ws: args.ws || args.ws_commands,
+        ws_commands: args.ws_commands,
         mix: Mix {
             lapse: args.lapse,
             transfer: args.transfer,

@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::api::{route, Api, ApiError, Target};
 use crate::config::Roster;
@@ -57,6 +57,8 @@ pub struct RunOptions {
     pub drain: Duration,
     /// Agents also listen on their WebSockets.
     pub ws: bool,
+    /// Agents send their commands on their WebSockets (with `ws`).
+    pub ws_commands: bool,
     /// How conversations behave.
     pub mix: Mix,
     /// How many of the roster's agents to play (all when larger).
@@ -201,7 +203,18 @@ struct Ctx {
     stop: Notify,
     /// WebSocket listeners still running.
     listening: Cell<usize>,
+    /// Which agent a token is, for commands sent on the agent's socket.
+    agent_by_token: HashMap<Rc<str>, usize>,
+    /// The open sockets' outgoing frames, by agent.
+    links: RefCell<HashMap<usize, mpsc::UnboundedSender<String>>>,
+    /// Commands sent on a socket and not yet answered, by request id.
+    pending: RefCell<HashMap<String, (usize, oneshot::Sender<Answer>)>>,
+    /// Makes request ids unique within the run.
+    next_request: Cell<u64>,
 }
+
+/// The answer to one request: its events, or why there are none.
+type Answer = Result<Vec<Envelope>, ApiError>;
 
 type Shared = Rc<Ctx>;
 
@@ -480,6 +493,7 @@ pub async fn run(
         })
         .collect();
     let agent_index = agents.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
+    let agent_by_token = agents.iter().enumerate().map(|(i, a)| (a.token.clone(), i)).collect();
     let world = World {
         stats: Stats::default(),
         agents,
@@ -501,6 +515,10 @@ pub async fn run(
         stopped: Cell::new(false),
         stop: Notify::new(),
         listening: Cell::new(0),
+        agent_by_token,
+        links: RefCell::new(HashMap::new()),
+        pending: RefCell::new(HashMap::new()),
+        next_request: Cell::new(0),
     });
 
     if ctx.options.ws {
@@ -566,6 +584,7 @@ pub fn shape(options: &RunOptions, agents: usize) -> RunShape {
         seed: options.seed,
         agents,
         ws: options.ws,
+        ws_commands: options.ws_commands,
     }
 }
 
@@ -613,7 +632,15 @@ async fn call<B: Serialize>(
     body: Option<&B>,
 ) -> Result<(Duration, Vec<Envelope>), ApiError> {
     let sent = Instant::now();
-    let result = ctx.api.post(path, token, body).await;
+    let on_socket = send_on_socket(ctx, name, path, token, body);
+    let sent_on_socket = on_socket.is_some();
+    let result = match on_socket {
+        Some(answered) => match tokio::time::timeout(ctx.options.request_timeout, answered).await {
+            Ok(answer) => answer.unwrap_or_else(|_| Err(ApiError::Transport("the socket closed".into()))),
+            Err(_) => Err(ApiError::Timeout),
+        },
+        None => ctx.api.post(path, token, body).await,
+    };
     let now = Instant::now();
     let elapsed = now - sent;
     let events = result?;
@@ -621,10 +648,44 @@ async fn call<B: Serialize>(
         let mut w = ctx.world.borrow_mut();
         w.stats.route(name, elapsed);
         w.stats.requests_ok += 1;
+        w.stats.requests_on_socket += u64::from(sent_on_socket);
         w.observe(&events, Source::Reply, ctx.options.ws, now, ctx.in_window(now))
     };
     dispatch(ctx, actions);
     Ok((elapsed, events))
+}
+
+/// Sends an agent's request on its WebSocket when commands go there and the
+/// socket is open; `None` to send it over HTTP instead.
+fn send_on_socket<B: Serialize>(
+    ctx: &Shared,
+    name: &str,
+    path: &str,
+    token: &str,
+    body: Option<&B>,
+) -> Option<oneshot::Receiver<Answer>> {
+    if !ctx.options.ws_commands {
+        return None;
+    }
+    let agent = *ctx.agent_by_token.get(token)?;
+    let link = ctx.links.borrow().get(&agent)?.clone();
+    let body = body.map(|b| serde_json::to_value(b).expect("a request body serializes"));
+    let mut frame = crate::api::socket_command(name, path, body)?;
+    let id = ctx.next_request.get();
+    ctx.next_request.set(id + 1);
+    let request_id = format!("{}-{id}", ctx.options.run_id);
+    frame["request_id"] = request_id.clone().into();
+    let (answer, answered) = oneshot::channel();
+    link.send(frame.to_string()).ok()?;
+    ctx.pending.borrow_mut().insert(request_id, (agent, answer));
+    Some(answered)
+}
+
+/// Answers the request a socket's reply is for.
+fn answer(ctx: &Shared, reply_to: &str, answer: Answer) {
+    if let Some((_, waiting)) = ctx.pending.borrow_mut().remove(reply_to) {
+        let _ = waiting.send(answer);
+    }
 }
 
 fn dispatch(ctx: &Shared, actions: Vec<Action>) {
@@ -723,14 +784,24 @@ async fn listen(ctx: Shared, agent: usize, connected: Rc<Cell<usize>>) {
                 continue;
             }
         };
+        let (link, mut outgoing) = mpsc::unbounded_channel::<String>();
+        ctx.links.borrow_mut().insert(agent, link);
         loop {
             if ctx.stopped.get() {
                 socket.close().await;
+                ctx.links.borrow_mut().remove(&agent);
                 ctx.listening.set(ctx.listening.get() - 1);
                 return;
             }
             let frame = tokio::select! {
                 frame = socket.next_text() => frame,
+                Some(request) = outgoing.recv() => {
+                    if let Err(e) = socket.send_text(request).await {
+                        ctx.world.borrow_mut().failure("websocket send", &e);
+                        break;
+                    }
+                    continue;
+                }
                 () = ctx.stop.notified() => continue,
             };
             let Some(frame) = frame else { break };
@@ -748,10 +819,27 @@ async fn listen(ctx: Shared, agent: usize, connected: Rc<Cell<usize>>) {
                     continue;
                 }
             };
+            if let Some(reply_to) = frame.reply_to {
+                let result = match (frame.events, frame.error) {
+                    (_, Some(refusal)) => Err(ApiError::Refused { kind: refusal.error, message: refusal.message }),
+                    (Some(events), None) => Ok(events),
+                    (None, None) => Err(ApiError::Decode("a reply with neither events nor error".into())),
+                };
+                answer(&ctx, &reply_to, result);
+                continue;
+            }
+            let Some(event) = frame.event else { continue };
             after = Some(after.map_or(frame.sequence, |a| a.max(frame.sequence)));
             let now = Instant::now();
-            let actions = ctx.world.borrow_mut().observe(&[frame.event], Source::Socket, true, now, ctx.in_window(now));
+            let actions = ctx.world.borrow_mut().observe(&[event], Source::Socket, true, now, ctx.in_window(now));
             dispatch(&ctx, actions);
+        }
+        // Whatever was sent on this socket will not be answered on it.
+        ctx.links.borrow_mut().remove(&agent);
+        let unanswered: Vec<String> =
+            ctx.pending.borrow().iter().filter(|(_, (a, _))| *a == agent).map(|(id, _)| id.clone()).collect();
+        for id in unanswered {
+            answer(&ctx, &id, Err(ApiError::Transport("the socket closed before answering".into())));
         }
     }
     ctx.listening.set(ctx.listening.get() - 1);

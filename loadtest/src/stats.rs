@@ -113,6 +113,8 @@ pub struct Stats {
     pub events_in_window: u64,
     /// Requests answered 200.
     pub requests_ok: u64,
+    /// Of those, agents' commands answered on their WebSockets.
+    pub requests_on_socket: u64,
     /// Events that arrived on agent WebSockets (not counted in `events`).
     pub ws_events: u64,
 }
@@ -154,6 +156,8 @@ pub struct Summary {
     pub agents: usize,
     /// Whether agents also listened on the WebSocket.
     pub ws: bool,
+    /// Whether agents sent their commands on the WebSocket.
+    pub ws_commands: bool,
     /// Customers sent.
     pub arrivals: u64,
     /// Lifecycles (conversation ended, every wrap-up in) completed per second in the window.
@@ -174,6 +178,8 @@ pub struct Summary {
     pub events: u64,
     /// Requests answered 200.
     pub requests_ok: u64,
+    /// Of those, agents' commands answered on their WebSockets.
+    pub requests_on_socket: u64,
     /// Median arrival-to-offer latency, ms.
     pub offer_p50_ms: Option<f64>,
     /// 99th percentile arrival-to-offer latency, ms.
@@ -223,6 +229,8 @@ pub struct RunShape {
     pub agents: usize,
     /// WebSocket mode.
     pub ws: bool,
+    /// Agents' commands on the WebSocket.
+    pub ws_commands: bool,
 }
 
 impl Summary {
@@ -238,6 +246,7 @@ impl Summary {
             seed: shape.seed,
             agents: shape.agents,
             ws: shape.ws,
+            ws_commands: shape.ws_commands,
             arrivals: stats.arrivals,
             lifecycles_per_s: round(stats.lifecycles_in_window as f64 / window_s),
             events_per_s: round(stats.events_in_window as f64 / window_s),
@@ -248,6 +257,7 @@ impl Summary {
             wrap_ups: stats.wrap_ups,
             events: stats.events,
             requests_ok: stats.requests_ok,
+            requests_on_socket: stats.requests_on_socket,
             offer_p50_ms: stats.offer.quantile_ms(0.5),
             offer_p99_ms: stats.offer.quantile_ms(0.99),
             offer_p999_ms: stats.offer.quantile_ms(0.999),
@@ -278,7 +288,11 @@ impl Summary {
             self.duration_s,
             self.seed,
             self.agents,
-            if self.ws { "replies and WebSockets" } else { "replies" }
+            match (self.ws, self.ws_commands) {
+                (true, true) => "replies and WebSockets, agents' commands on their WebSockets",
+                (true, false) => "replies and WebSockets",
+                _ => "replies",
+            }
         );
         let _ = writeln!(
             out,
@@ -295,8 +309,8 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "events: {:.1}/s in replies ({} in all, {} requests ok)",
-            self.events_per_s, self.events, self.requests_ok
+            "events: {:.1}/s in replies ({} in all, {} requests ok, {} of them on agents' sockets)",
+            self.events_per_s, self.events, self.requests_ok, self.requests_on_socket
         );
         let _ = writeln!(
             out,
@@ -404,6 +418,7 @@ mod tests {
             seed: 1,
             agents: 5,
             ws: false,
+            ws_commands: false,
         };
         let summary = Summary::new(&shape, &stats, 3, Some(50 * 1_048_576));
         assert_eq!(summary.lifecycles_per_s, 100.0);

@@ -88,13 +88,30 @@ impl Drop for Server {
     }
 }
 
-fn load(server: &Server, seed: u64, ws: bool) -> serde_json::Value {
+/// How the simulated agents talk to the engine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Agents {
+    /// HTTP only.
+    Http,
+    /// HTTP, and listening on their WebSockets.
+    Listening,
+    /// Commands on their WebSockets too.
+    OnSockets,
+}
+
+fn load(server: &Server, seed: u64, agents: Agents) -> serde_json::Value {
     let mut command = Command::new(LOADTEST);
     command.args(["--target", &server.url, "--rate", "50", "--duration", "3", "--seed", &seed.to_string()]);
     command.args(["--agents", "40", "--tenant", "e2e", "--offer-timeout-ms", "1000", "--drain", "20", "--quiet"]);
     command.args(["--engine-pid", &server.pid().to_string()]);
-    if ws {
-        command.arg("--ws");
+    match agents {
+        Agents::Http => {}
+        Agents::Listening => {
+            command.arg("--ws");
+        }
+        Agents::OnSockets => {
+            command.arg("--ws-commands");
+        }
     }
     let output = command.output().expect("the load generator runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -118,12 +135,18 @@ fn a_short_load_finishes_every_conversation_without_errors_and_the_journal_verif
     std::fs::write(&config, &generated.stdout).unwrap();
 
     let server = Server::start(&server_bin, &config, &data);
-    for (seed, ws) in [(11, false), (12, true)] {
-        let summary = load(&server, seed, ws);
-        assert_eq!(summary["errors"], 0, "ws={ws}: {summary}");
-        assert_eq!(summary["unfinished"], 0, "ws={ws}: {summary}");
-        let completed = summary["lifecycles_completed"].as_u64().unwrap();
+    for (seed, agents) in [(11, Agents::Http), (12, Agents::Listening), (13, Agents::OnSockets)] {
+        let summary = load(&server, seed, agents);
+        assert_eq!(summary["errors"], 0, "{agents:?}: {summary}");
+        assert_eq!(summary["unfinished"], 0, "{agents:?}: {summary}");
+        // Only agents' commands go on their sockets, and only when asked to.
+        let on_sockets = summary["requests_on_socket"].as_u64().unwrap();
         let arrivals = summary["arrivals"].as_u64().unwrap();
+        match agents {
+            Agents::OnSockets => assert!(on_sockets > 3 * arrivals, "{summary}"),
+            _ => assert_eq!(on_sockets, 0, "{summary}"),
+        }
+        let completed = summary["lifecycles_completed"].as_u64().unwrap();
         assert!(arrivals > 100, "~150 customers in 3 s at 50/s: {summary}");
         assert!(completed > arrivals * 8 / 10, "most conversations complete: {summary}");
         assert!(summary["events"].as_u64().unwrap() >= 8 * completed, "at least 8 events a lifecycle: {summary}");
