@@ -829,6 +829,9 @@ fn an_agent_session_gets_its_offers_pushed_and_resumes_without_losing_any_on(log
     };
     let state_change = read(&mut socket);
     assert!(state_change["event"]["event"]["AgentStateChanged"].is_object(), "{state_change}");
+    // Operators see the sessions connected.
+    let (_, metrics) = server.call("GET", "/metrics", None, None);
+    assert!(metrics.as_str().unwrap().contains("switchboard_agent_sessions 1"), "{metrics}");
     let seen = state_change["sequence"].as_u64().unwrap();
     drop(socket);
     // While disconnected, a conversation is offered to ana.

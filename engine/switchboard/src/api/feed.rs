@@ -195,6 +195,13 @@ impl Inner {
 
     fn forget_all(&mut self) {
         self.rings.clear();
+        for sessions in self.sessions.values_mut() {
+            let ids: Vec<u64> = sessions.by_id.keys().copied().collect();
+            metrics::counter!("switchboard_agent_sessions_behind_total").increment(ids.len() as u64);
+            for id in ids {
+                sessions.leave(id);
+            }
+        }
         self.sessions.clear();
     }
 }
@@ -214,6 +221,7 @@ struct Session {
 
 impl Sessions {
     fn join(&mut self, id: u64, session: Session) {
+        metrics::gauge!("switchboard_agent_sessions").increment(1.0);
         self.by_agent.entry(session.interest.agent_id.clone()).or_default().push(id);
         for conversation in &session.interest.conversations {
             self.by_conversation.entry(conversation.clone()).or_default().push(id);
@@ -223,6 +231,7 @@ impl Sessions {
 
     fn leave(&mut self, id: u64) {
         let Some(session) = self.by_id.remove(&id) else { return };
+        metrics::gauge!("switchboard_agent_sessions").decrement(1.0);
         unindex(&mut self.by_agent, &session.interest.agent_id, id);
         for conversation in &session.interest.conversations {
             unindex(&mut self.by_conversation, conversation, id);
@@ -266,6 +275,7 @@ impl Sessions {
         // Dropping a session's outbox ends its live stream: it is told to
         // resume from the last event it was sent, which the ring still holds.
         for id in behind {
+            metrics::counter!("switchboard_agent_sessions_behind_total").increment(1);
             self.leave(id);
         }
     }
