@@ -247,6 +247,7 @@ impl Server {
             "conversation_id": conversation,
             "sender_message_id": message,
             "customer": { "name": "Kim", "email": "kim@example.com" },
+            "subject": "Order 42",
             "text": "hello"
         });
         let (status, reply) = self.call("POST", "/v1/inbound/messages", Some("t-sam"), Some(body));
@@ -600,6 +601,15 @@ fn a_lapsed_transfer_to_an_agent_is_dropped_or_requeued_and_email_never_goes_to_
     assert_eq!(status, 200, "{sent}");
     let headers = &event(&sent, "AgentMessageSent")["email"];
     assert_eq!((headers["to"].clone(), headers["cc"].clone()), (json!(["kim@example.com"]), json!(["team@acme"])));
+    // The customer's mail came in through the API with its subject and Message-ID: the reply answers it.
+    assert_eq!((headers["subject"].as_str(), headers["in_reply_to"].as_str()), (Some("Re: Order 42"), Some("m1")));
+    let (status, refusal) = server.call(
+        "POST",
+        "/v1/conversations/e1/messages",
+        Some("t-ana"),
+        Some(json!({ "message_id": "r2", "text": "Thanks", "email": { "mode": "reply", "subject": "Other" } })),
+    );
+    assert_eq!((status, refusal["error"].as_str()), (422, Some("invalid")), "a reply's subject is fixed: {refusal}");
     let (status, _) = server.call(
         "POST",
         "/v1/conversations/e1/messages",

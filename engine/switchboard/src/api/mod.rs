@@ -230,8 +230,12 @@ struct InboundMessage {
     sender_message_id: String,
     #[serde(default)]
     customer: InboundCustomer,
+    /// An email's subject (its thread's replies are "Re: " it).
     #[serde(default)]
     subject: String,
+    /// An email's copies (what reply-all pre-fills).
+    #[serde(default)]
+    cc: Vec<String>,
     #[serde(default)]
     text: String,
 }
@@ -276,7 +280,16 @@ async fn inbound_message(
         external_id: body.sender_message_id.clone(),
         text: body.text.clone(),
         attachments: Vec::new(),
-        email: None,
+        // A mail's headers as a mail connector gives them: the sender's id
+        // is its Message-ID, which the agent's reply answers (In-Reply-To).
+        email: (channel == Channel::Email).then(|| EmailHeaders {
+            message_id: body.sender_message_id.clone(),
+            from: body.customer.email.clone(),
+            to: vec![body.address.clone()],
+            cc: body.cc.clone(),
+            subject: body.subject.clone(),
+            ..Default::default()
+        }),
     });
     state.submit(&request, tenant, command).await
 }
