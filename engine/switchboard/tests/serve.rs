@@ -866,6 +866,15 @@ fn an_agent_session_gets_its_offers_pushed_and_resumes_without_losing_any_on(log
     assert_eq!(popover["arrival"]["channel"], "webchat");
     assert!(popover["waited_ms"].as_i64().is_some_and(|w| w >= 0), "{pushed}");
     assert!(pushed["sequence"].as_u64().unwrap() > seen);
+    // A desktop that reloads gets the same from GET /v1/agents/me.
+    let (status, me) = server.call("GET", "/v1/agents/me", Some("t-ana"), None);
+    assert_eq!(status, 200, "{me}");
+    let held = &me["conversations"][0];
+    assert_eq!((held["conversation_id"].as_str(), held["role"].as_str()), (Some("c1"), Some("offered")), "{me}");
+    assert_eq!(held["offer"]["offer_id"], offer["offer_id"], "{me}");
+    assert_eq!((held["customer"]["name"].as_str(), held["source"].as_str()), (Some("Kim"), Some("chat.acme")));
+    assert!(me["wrap_up_reasons"].as_array().is_some_and(|r| !r.is_empty()), "{me}");
+    assert_eq!(server.call("GET", "/v1/agents/me", Some("t-sam"), None).0, 403, "a supervisor is not an agent");
 
     // The agent's commands go over the same socket, answered by request id.
     let ask = |socket: &mut tungstenite::WebSocket<std::net::TcpStream>, frame: Value| -> Value {
@@ -895,8 +904,7 @@ fn an_agent_session_gets_its_offers_pushed_and_resumes_without_losing_any_on(log
 
     // After a restart the new process has pushed nothing yet: a resume from
     // before its start is refused (410), not answered with nothing missed;
-    // a resume from the last event is taken.
-    let last = reply_sequence(&again);
+    // the desktop reloads the agent's state and resumes from its sequence.
     drop(socket);
     let data = server.kill();
     let server = Server::start(data.parent().unwrap(), &log);
@@ -914,12 +922,10 @@ fn an_agent_session_gets_its_offers_pushed_and_resumes_without_losing_any_on(log
         }
     };
     assert_eq!(handshake(seen), 410, "a resume from before the restart must be refused");
-    assert_eq!(handshake(last), 101, "a resume from the last event must be taken");
-}
-
-/// The highest sequence among a reply's events.
-fn reply_sequence(reply: &Value) -> u64 {
-    reply["events"].as_array().unwrap().iter().filter_map(|e| e["sequence"].as_u64()).max().unwrap()
+    let (_, me) = server.call("GET", "/v1/agents/me", Some("t-ana"), None);
+    assert_eq!(me["conversations"][0]["role"], "owner", "{me}");
+    assert!(me["sequence"].as_u64().unwrap() > seen, "{me}");
+    assert_eq!(handshake(me["sequence"].as_u64().unwrap()), 101, "a resume from the reloaded state must be taken");
 }
 
 /// Tenants `t0` to `t7` (routing domains spread over the partitions), each

@@ -54,7 +54,7 @@ pub(super) struct Arrival {
 
 /// A resume from before what the ring keeps.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("events after {0} are no longer kept: reload the agent's state and reconnect")]
+#[error("events after {0} are no longer kept: reload the agent's state (GET /v1/agents/me) and reconnect with ?after= its sequence")]
 pub(super) struct NotKept(pub u64);
 
 /// One agent session's place in the feed. Dropping it leaves the feed.

@@ -142,6 +142,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route("/queues", web::get().to(list_queues))
                 .route("/agents", web::get().to(list_agents))
                 .route("/templates", web::get().to(list_templates))
+                .route("/agents/me", web::get().to(me))
                 .route("/agents/me/state", web::post().to(set_state))
                 .route("/agents/me/ws", web::get().to(socket::agent_socket))
                 .route("/announcements", web::post().to(announce))
@@ -356,31 +357,91 @@ async fn list_templates(state: Data, caller: Caller) -> Result<HttpResponse, Api
 
 async fn list_agents(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     let domain = state.engine.domain_state(caller.tenant()).await?.unwrap_or_default();
-    let agents: Vec<_> = domain
-        .agents
+    let agents: Vec<_> = domain.agents.iter().map(|(id, agent)| agent_summary(id, agent)).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "agents": agents })))
+}
+
+/// An agent as the transfer and conference dialogs list it: presence, and
+/// load against capacity per channel.
+fn agent_summary(id: &str, agent: &switchboard_domain::state::Agent) -> serde_json::Value {
+    let channels: serde_json::Map<String, serde_json::Value> = channel::ALL
+        .into_iter()
+        .filter(|c| agent.capacity(*c) > 0)
+        .map(|c| {
+            let free = agent.capacity(c).saturating_sub(agent.load(c));
+            (
+                channel::name(c).to_owned(),
+                serde_json::json!({ "load": agent.load(c), "capacity": agent.capacity(c), "free": free }),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "agent_id": id,
+        "name": agent.name,
+        "status": status_name(agent.status),
+        "idle_reason": agent.idle_reason,
+        "channels": channels,
+    })
+}
+
+/// `GET /v1/agents/me`: everything an agent's desktop shows, to load it
+/// after a refresh or a lost connection: presence and load, each
+/// conversation offered to or held by the agent with what its popover
+/// shows, the reasons to pick from, and the domain's `sequence`, from which
+/// the WebSocket resumes (`?after=`) with nothing missed in between.
+async fn me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    use switchboard_domain::state::Role;
+    let agent_id = caller.agent()?;
+    let domain = state.engine.domain_state(caller.tenant()).await?.unwrap_or_default();
+    let agent = domain.agents.get(agent_id).ok_or_else(|| ApiError::NotFound(format!("agent {agent_id}")))?;
+    let conversations: Vec<_> = agent
+        .holdings
         .iter()
-        .map(|(id, agent)| {
-            let channels: serde_json::Map<String, serde_json::Value> = channel::ALL
-                .into_iter()
-                .filter(|c| agent.capacity(*c) > 0)
-                .map(|c| {
-                    let free = agent.capacity(c).saturating_sub(agent.load(c));
-                    (
-                        channel::name(c).to_owned(),
-                        serde_json::json!({ "load": agent.load(c), "capacity": agent.capacity(c), "free": free }),
-                    )
-                })
-                .collect();
+        .map(|(conversation_id, holding)| {
+            let (role, offer, wrap_up_since_ms) = match &holding.role {
+                Role::Offered(offer_id) => {
+                    let offer = domain.offers.get(offer_id).map(|o| {
+                        serde_json::json!({
+                            "offer_id": offer_id,
+                            "kind": offer_kind_name(o.kind),
+                            "deadline_ms": o.deadline_ms,
+                        })
+                    });
+                    ("offered", offer, None)
+                }
+                Role::Owner => ("owner", None, None),
+                Role::Invitee => ("invitee", None, None),
+                Role::WrapUp { since_ms, .. } => ("wrap_up", None, Some(*since_ms)),
+            };
+            let conversation = domain.conversations.get(conversation_id);
             serde_json::json!({
-                "agent_id": id,
-                "name": agent.name,
-                "status": status_name(agent.status),
-                "idle_reason": agent.idle_reason,
-                "channels": channels,
+                "conversation_id": conversation_id,
+                "channel": channel::name(holding.channel),
+                "role": role,
+                "offer": offer,
+                "wrap_up_since_ms": wrap_up_since_ms,
+                "queue_id": conversation.map(|c| c.queue_id.as_str()),
+                "customer": conversation.map(|c| &c.customer),
+                "source": conversation.map(|c| c.source.as_str()),
+                "subject": conversation.map(|c| c.subject.as_str()),
+                "arrived_at_ms": conversation.map(|c| c.arrived_at_ms),
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "agents": agents })))
+    let mut me = agent_summary(agent_id, agent);
+    me["conversations"] = conversations.into();
+    me["wrap_up_reasons"] = domain.wrap_up_reasons.clone().into();
+    me["idle_reasons"] = domain.idle_reasons.clone().into();
+    me["sequence"] = domain.last_sequence.into();
+    Ok(HttpResponse::Ok().json(me))
+}
+
+fn offer_kind_name(kind: OfferKind) -> &'static str {
+    match kind {
+        OfferKind::Transfer => "transfer",
+        OfferKind::Conference => "conference",
+        OfferKind::Routed | OfferKind::Unspecified => "routed",
+    }
 }
 
 pub(crate) fn status_name(status: AgentStatus) -> &'static str {
