@@ -926,6 +926,24 @@ fn an_agent_session_gets_its_offers_pushed_and_resumes_without_losing_any_on(log
     assert_eq!(me["conversations"][0]["role"], "owner", "{me}");
     assert!(me["sequence"].as_u64().unwrap() > seen, "{me}");
     assert_eq!(handshake(me["sequence"].as_u64().unwrap()), 101, "a resume from the reloaded state must be taken");
+
+    // A conversation that arrived before the restart, offered after it,
+    // still shows the customer and the wait in the offer's popover.
+    let bob_url = server.base.replace("http://", "ws://") + "/v1/agents/me/ws";
+    let mut request = tungstenite::client::IntoClientRequest::into_client_request(bob_url).unwrap();
+    request.headers_mut().insert("Authorization", "Bearer t-bob".parse().unwrap());
+    let stream = std::net::TcpStream::connect(&address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut bob = tungstenite::client(request, stream).unwrap().0;
+    server.available("t-bob");
+    server.ok("t-ana", "/v1/conversations/c1/transfer", json!({ "queue_id": "chat" }));
+    let mut pushed = read(&mut bob);
+    while pushed["event"]["event"]["ConversationOffered"].is_null() {
+        pushed = read(&mut bob);
+    }
+    assert_eq!(pushed["event"]["event"]["ConversationOffered"]["agent_id"], "bob", "{pushed}");
+    assert_eq!(pushed["offer"]["arrival"]["customer"]["name"], "Kim", "{pushed}");
+    assert!(pushed["offer"]["waited_ms"].as_i64().is_some_and(|w| w >= 0), "{pushed}");
 }
 
 /// Tenants `t0` to `t7` (routing domains spread over the partitions), each

@@ -52,6 +52,19 @@ pub(super) struct Arrival {
     pub arrived_at_ms: i64,
 }
 
+impl Arrival {
+    /// How `conversation` arrived, from the domain's state.
+    pub fn of(conversation: &switchboard_domain::state::Conversation) -> Arrival {
+        Arrival {
+            channel: switchboard_domain::channel::name(conversation.channel),
+            customer: conversation.customer.clone(),
+            source: conversation.source.clone(),
+            subject: conversation.subject.clone(),
+            arrived_at_ms: conversation.arrived_at_ms,
+        }
+    }
+}
+
 /// A resume from before what the ring keeps.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("events after {0} are no longer kept: reload the agent's state (GET /v1/agents/me) and reconnect with ?after= its sequence")]
@@ -135,9 +148,16 @@ impl Feed {
         Ok(Subscription { feed: self.clone(), tenant: tenant.to_owned(), id, backlog, live })
     }
 
-    /// How the conversation of an offer arrived, if it is still open.
+    /// How the conversation of an offer arrived, if it arrived since this
+    /// process started and is still open.
     pub(super) fn arrival(&self, domain: &str, conversation_id: &str) -> Option<Arrival> {
         self.lock().arrivals.get(&(domain.to_owned(), conversation_id.to_owned())).cloned()
+    }
+
+    /// Keeps how an open conversation that arrived before this process
+    /// started arrived, unless the feed already has it.
+    pub(super) fn remember_arrival(&self, domain: &str, conversation_id: &str, arrival: Arrival) {
+        self.lock().arrivals.entry((domain.to_owned(), conversation_id.to_owned())).or_insert(arrival);
     }
 }
 

@@ -20,10 +20,10 @@ pub struct Resume {
 /// One push. An offer also carries what the agent's popover shows: the
 /// queue's name, the customer and source as the channel gives them, and
 /// how long the customer has waited since arriving.
-fn frame(state: &ApiState, envelope: &Envelope) -> String {
+async fn frame(state: &ApiState, envelope: &Envelope) -> String {
     let offer = match &envelope.event {
         Some(Event::ConversationOffered(offer)) => {
-            let arrival = state.feed.arrival(&envelope.domain, &offer.conversation_id);
+            let arrival = arrival(state, &envelope.domain, &offer.conversation_id).await;
             let queue_name = state
                 .config
                 .tenant(&envelope.domain)
@@ -43,6 +43,22 @@ fn frame(state: &ApiState, envelope: &Envelope) -> String {
     };
     let frame = Frame { sequence: envelope.sequence, event: envelope, offer };
     serde_json::to_string(&frame).expect("a frame always serializes")
+}
+
+/// How the conversation of an offer arrived: as the feed kept it since this
+/// process started or, for a conversation that arrived before (a restart),
+/// as the domain's state has it, which the feed then keeps.
+async fn arrival(state: &ApiState, domain: &str, conversation_id: &str) -> Option<Arrival> {
+    if let Some(arrival) = state.feed.arrival(domain, conversation_id) {
+        return Some(arrival);
+    }
+    let domain_state = state.engine.domain_state(domain).await.ok()??;
+    let conversation = domain_state.conversations.get(conversation_id)?;
+    let arrival = Arrival::of(conversation);
+    if conversation.status != switchboard_domain::state::ConversationStatus::Ended {
+        state.feed.remember_arrival(domain, conversation_id, arrival.clone());
+    }
+    Some(arrival)
 }
 
 /// What [`frame`] writes; serialized straight from the envelope, without a
@@ -110,7 +126,7 @@ async fn push(
     let mut last = after;
     for envelope in std::mem::take(&mut subscription.backlog) {
         last = envelope.sequence;
-        if session.text(frame(&state, &envelope)).await.is_err() {
+        if session.text(frame(&state, &envelope).await).await.is_err() {
             return;
         }
     }
@@ -121,7 +137,7 @@ async fn push(
         };
         let Some(envelope) = envelope else { break };
         last = envelope.sequence;
-        if session.text(frame(&state, &envelope)).await.is_err() {
+        if session.text(frame(&state, &envelope).await).await.is_err() {
             return;
         }
     }
