@@ -12,6 +12,7 @@ use crate::channel;
 use crate::invariants::Violation;
 use crate::state::{
     Agent, Conference, Conversation, ConversationStatus, DomainState, Holding, Offer, Queue, Receipts, Role,
+    ThreadMessage,
 };
 
 /// Builds violations that name the event being applied.
@@ -181,6 +182,7 @@ impl DomainState {
                         external_ids: BTreeSet::new(),
                         agent_messages: BTreeMap::new(),
                         customer_messages: 0,
+                        thread: Vec::new(),
                         email: (e.channel() == Channel::Email).then(|| crate::email::EmailThread {
                             customer_address: e.customer.as_ref().map(|c| c.email.clone()).unwrap_or_default(),
                             ..Default::default()
@@ -200,6 +202,13 @@ impl DomainState {
                 if let (Some(thread), Some(headers)) = (conversation.email.as_mut(), e.email.as_ref()) {
                     thread.record(headers, true);
                 }
+                conversation.thread.push(ThreadMessage {
+                    message_id: e.message_id.clone(),
+                    agent_id: None,
+                    text: e.text.clone(),
+                    attachments: e.attachments.clone(),
+                    at_ms,
+                });
             }
             Event::ConversationQueued(e) => {
                 let Some(queue) = self.queues.get(&e.queue_id) else {
@@ -317,6 +326,13 @@ impl DomainState {
                 if let (Some(thread), Some(headers)) = (conversation.email.as_mut(), e.email.as_ref()) {
                     thread.record(headers, false);
                 }
+                conversation.thread.push(ThreadMessage {
+                    message_id: e.message_id.clone(),
+                    agent_id: Some(e.agent_id.clone()),
+                    text: e.text.clone(),
+                    attachments: e.attachments.clone(),
+                    at_ms,
+                });
             }
             Event::MessageDelivered(e) => self.receipt(&e.conversation_id, &e.message_id, false, blame)?,
             Event::MessageRead(e) => self.receipt(&e.conversation_id, &e.message_id, true, blame)?,

@@ -168,6 +168,25 @@ pub struct Conversation {
     pub customer_messages: u32,
     /// The mail thread, for email conversations.
     pub email: Option<crate::email::EmailThread>,
+    /// Every message of the conversation, oldest first: what the interaction
+    /// pane of whoever takes it over (an accept, a transfer, a conference)
+    /// shows from the start.
+    pub thread: Vec<ThreadMessage>,
+}
+
+/// One message of a conversation's thread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThreadMessage {
+    /// The message's id.
+    pub message_id: String,
+    /// The agent who wrote it; `None` for the customer.
+    pub agent_id: Option<AgentId>,
+    /// Its text.
+    pub text: String,
+    /// Its attachments.
+    pub attachments: Vec<switchboard_proto::v1::Attachment>,
+    /// When it was recorded.
+    pub at_ms: i64,
 }
 
 /// Where a conversation is; with [`Conversation::wrapping_up`] this gives

@@ -426,6 +426,30 @@ fn transfer_to_an_agent_is_offered_to_them_and_completes_on_accept() {
 }
 
 #[test]
+fn the_thread_keeps_every_message_in_order_for_whoever_takes_the_conversation_over() {
+    let mut f = Fixture::new(RoutingStrategy::LongestAvailable);
+    f.agent("amy", 1).available("amy", 0).agent("bob", 1).available("bob", 0);
+    f.owns("amy", "c1", QUEUE_CHAT);
+    f.message("amy", "c1", "a1", "How can I help?").unwrap();
+    f.at(5_000).transfer("amy", "c1", transfer::Target::ToAgentId("bob".into())).unwrap();
+    let offer = f.offered();
+    f.accept("bob", &offer.offer_id).unwrap();
+    f.message("bob", "c1", "b1", "Bob here").unwrap();
+    let thread: Vec<(Option<&str>, &str, &str)> = f.state.conversations["c1"]
+        .thread
+        .iter()
+        .map(|m| (m.agent_id.as_deref(), m.message_id.as_str(), m.text.as_str()))
+        .collect();
+    assert_eq!(
+        thread,
+        [(None, "c1-m1", "hello"), (Some("amy"), "a1", "How can I help?"), (Some("bob"), "b1", "Bob here")]
+    );
+    // A refused message is not in it.
+    f.message("bob", "c1", "b2", &"x".repeat(5_000)).unwrap_err();
+    assert_eq!(f.state.conversations["c1"].thread.len(), 3);
+}
+
+#[test]
 fn a_lapsed_transfer_to_an_agent_is_dropped_or_requeued_by_the_queue_policy() {
     for (queue_id, requeued) in [(QUEUE_CHAT, false), (QUEUE_CHAT_REQUEUE, true)] {
         let mut f = Fixture::new(RoutingStrategy::LongestAvailable);

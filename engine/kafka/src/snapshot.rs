@@ -13,8 +13,9 @@ use crate::Error;
 
 /// The snapshot format this version reads and writes. 2: states hold the
 /// closed conversations the retention will forget, which a state of
-/// version 1 lacks (a fold from it would part from a full fold).
-pub(crate) const SNAPSHOT_VERSION: u32 = 2;
+/// version 1 lacks (a fold from it would part from a full fold). 3:
+/// conversations hold their thread of messages, which version 2 lacks.
+pub(crate) const SNAPSHOT_VERSION: u32 = 3;
 
 /// One partition's snapshot, as read.
 #[derive(serde::Deserialize)]

@@ -48,8 +48,9 @@ const HEADER_LEN: usize = MAGIC.len() + 8 + 4;
 /// Version of the body; a file of another version is skipped (a full fold is always possible).
 /// 2: states hold the closed conversations the retention will forget; a
 /// state of format 1 lacks them, so a fold from it would part from a full
-/// fold (and from `replay`) once they are due.
-const FORMAT: u32 = 2;
+/// fold (and from `replay`) once they are due. 3: conversations hold
+/// their thread of messages, which a state of format 2 lacks.
+const FORMAT: u32 = 3;
 const SUFFIX: &str = ".snapshot";
 const TEMP_SUFFIX: &str = ".snapshot.tmp";
 

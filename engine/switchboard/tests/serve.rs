@@ -371,6 +371,20 @@ fn a_conversation_lives_through_accept_transfer_conference_end_and_wrap_up_on(lo
         server.ok("t-bob", &format!("/v1/offers/{}/accept", offer_id(&reply)), json!({})),
         ["OfferAccepted", "TransferCompleted"]
     );
+    // Bob's pane shows the whole thread, from before he took it over; the
+    // refused message is not in it. Cid, who takes no part, is told nothing.
+    let (status, pane) = server.call("GET", "/v1/conversations/c1", Some("t-bob"), None);
+    assert_eq!(status, 200, "{pane}");
+    let thread: Vec<(&str, &str)> = pane["thread"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["from"].as_str().unwrap(), m["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(thread, [("customer", "hello"), ("agent", "How can I help?"), ("customer", "hello")], "{pane}");
+    assert_eq!((pane["owner"].as_str(), pane["customer"]["name"].as_str()), (Some("bob"), Some("Kim")), "{pane}");
+    assert_eq!(server.call("GET", "/v1/conversations/c1", Some("t-cid"), None).0, 404);
+    assert_eq!(server.call("GET", "/v1/conversations/c1", Some("t-sam"), None).0, 200);
     server.ok("t-ana", "/v1/conversations/c1/wrap-up", json!({ "reasons": ["follow-up"] }));
 
     // Conference: cid joins, then leaves; the chat goes on with bob.

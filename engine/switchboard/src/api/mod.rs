@@ -153,6 +153,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .service(
                     web::scope("/conversations").service(
                         web::scope("/{id}")
+                            .route("", web::get().to(conversation))
                             .route("/messages", web::post().to(send_message))
                             .route("/transfer", web::post().to(transfer))
                             .route("/conference", web::post().to(request_conference))
@@ -434,6 +435,59 @@ async fn me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     me["idle_reasons"] = domain.idle_reasons.clone().into();
     me["sequence"] = domain.last_sequence.into();
     Ok(HttpResponse::Ok().json(me))
+}
+
+/// `GET /v1/conversations/{id}`: the conversation as its interaction pane
+/// shows it, with its whole thread (customer and agent messages, oldest
+/// first, an agent's with its receipts), for an agent who takes part in it
+/// (offered, owner, invitee or in wrap-up) or a supervisor. Anyone else is
+/// told it does not exist, as for another tenant's.
+async fn conversation(state: Data, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    use switchboard_domain::state::ConversationStatus;
+    let domain = state.engine.domain_state(caller.tenant()).await?.unwrap_or_default();
+    let not_found = || ApiError::NotFound(format!("conversation {id}"));
+    let conversation = domain.conversations.get(id.as_str()).ok_or_else(not_found)?;
+    if let Ok(agent_id) = caller.agent() {
+        let takes_part = domain.agents.get(agent_id).is_some_and(|a| a.holdings.contains_key(id.as_str()));
+        if !takes_part {
+            return Err(not_found());
+        }
+    }
+    let thread: Vec<_> = conversation
+        .thread
+        .iter()
+        .map(|m| {
+            let receipts = m.agent_id.as_ref().and(conversation.agent_messages.get(&m.message_id));
+            serde_json::json!({
+                "message_id": m.message_id,
+                "from": if m.agent_id.is_some() { "agent" } else { "customer" },
+                "agent_id": m.agent_id,
+                "text": m.text,
+                "attachments": m.attachments,
+                "at_ms": m.at_ms,
+                "delivered": receipts.map(|r| r.delivered),
+                "read": receipts.map(|r| r.read),
+            })
+        })
+        .collect();
+    let status = match conversation.status {
+        ConversationStatus::Queued => "queued",
+        ConversationStatus::Offered(_) => "offered",
+        ConversationStatus::Active => "active",
+        ConversationStatus::Ended => "ended",
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "conversation_id": id.as_str(),
+        "channel": channel::name(conversation.channel),
+        "queue_id": conversation.queue_id,
+        "status": status,
+        "owner": conversation.owner,
+        "customer": conversation.customer,
+        "source": conversation.source,
+        "subject": conversation.subject,
+        "arrived_at_ms": conversation.arrived_at_ms,
+        "thread": thread,
+    })))
 }
 
 fn offer_kind_name(kind: OfferKind) -> &'static str {
