@@ -736,6 +736,9 @@ impl DomainState {
         if let Some(conversation) = self.conversations.get_mut(conversation_id) {
             if conversation.status == ConversationStatus::Ended && conversation.wrapping_up.is_empty() {
                 conversation.external_ids.clear();
+                // Nobody takes a closed conversation over; its messages stay
+                // in the log, and memory holds only the open ones' threads.
+                conversation.thread = Vec::new();
                 self.closed.insert((at_ms, conversation_id.to_owned()));
             }
         }

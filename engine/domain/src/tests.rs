@@ -447,6 +447,12 @@ fn the_thread_keeps_every_message_in_order_for_whoever_takes_the_conversation_ov
     // A refused message is not in it.
     f.message("bob", "c1", "b2", &"x".repeat(5_000)).unwrap_err();
     assert_eq!(f.state.conversations["c1"].thread.len(), 3);
+    // It is kept through the wrap-ups and let go once the conversation closes.
+    f.end("bob", "c1").unwrap();
+    f.wrap_up("amy", "c1", &["support"]).unwrap();
+    assert_eq!(f.state.conversations["c1"].thread.len(), 3, "bob still owes a wrap-up");
+    f.wrap_up("bob", "c1", &["support"]).unwrap();
+    assert!(f.state.conversations["c1"].thread.is_empty());
 }
 
 #[test]

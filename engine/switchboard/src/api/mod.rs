@@ -439,7 +439,8 @@ async fn me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
 
 /// `GET /v1/conversations/{id}`: the conversation as its interaction pane
 /// shows it, with its whole thread (customer and agent messages, oldest
-/// first, an agent's with its receipts), for an agent who takes part in it
+/// first, an agent's with its receipts; until the conversation closes, after
+/// which the log has it: `replay --conversation`), for an agent who takes part in it
 /// (offered, owner, invitee or in wrap-up) or a supervisor. Anyone else is
 /// told it does not exist, as for another tenant's.
 async fn conversation(state: Data, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
