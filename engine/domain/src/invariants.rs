@@ -201,6 +201,14 @@ impl DomainState {
                 return fail("wrap-up owed", format!("agent {agent_id} owes a wrap-up it does not hold"));
             }
         }
+        let closed = conversation.status == ConversationStatus::Ended && conversation.wrapping_up.is_empty();
+        let messages = conversation.customer_messages as usize + conversation.agent_messages.len();
+        if !closed && conversation.thread.len() != messages {
+            return fail(
+                "every message in the thread",
+                format!("{} messages in the thread of {messages} recorded", conversation.thread.len()),
+            );
+        }
         Ok(())
     }
 
