@@ -477,6 +477,25 @@ fn on_whatsapp_the_owner_invites_a_queue_whose_strategy_picks_the_agent_on(log: 
         ["OfferAccepted", "ConferenceJoined"]
     );
 
+    // The channel's receipts for an agent's message are recorded, repeats taken once.
+    server.ok("t-ana", "/v1/conversations/w1/messages", json!({ "message_id": "a1", "text": "Hi" }));
+    let receipt = |status: &str| {
+        let body = json!({ "conversation_id": "w1", "message_id": "a1", "status": status });
+        server.call("POST", "/v1/inbound/receipts", Some("t-sam"), Some(body))
+    };
+    assert_eq!(kinds(&receipt("delivered").1), ["MessageDelivered"]);
+    assert_eq!(kinds(&receipt("read").1), ["MessageRead"]);
+    assert_eq!(receipt("read"), (200, json!({ "events": [] })), "a repeated receipt changes nothing");
+    let (status, refusal) = receipt("seen");
+    assert_eq!((status, refusal["error"].as_str()), (400, Some("bad_request")), "{refusal}");
+    let (_, pane) = server.call("GET", "/v1/conversations/w1", Some("t-bob"), None);
+    let sent = &pane["thread"][1];
+    assert_eq!(
+        (sent["message_id"].as_str(), sent["delivered"].as_bool(), sent["read"].as_bool()),
+        (Some("a1"), Some(true), Some(true)),
+        "{pane}"
+    );
+
     // Elsewhere the owner names the agent: a queue is refused.
     let arrived = server.customer_writes("chat.acme", "c1", "m1");
     let owner = format!("t-{}", event(&arrived, "ConversationOffered")["agent_id"].as_str().unwrap());

@@ -139,6 +139,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route("/admin/digest", web::get().to(digest))
                 .route("/inbound/messages", web::post().to(inbound_message))
                 .route("/inbound/leave", web::post().to(inbound_leave))
+                .route("/inbound/receipts", web::post().to(inbound_receipt))
                 .route("/queues", web::get().to(list_queues))
                 .route("/agents", web::get().to(list_agents))
                 .route("/templates", web::get().to(list_templates))
@@ -310,6 +311,34 @@ async fn inbound_leave(
 ) -> Result<HttpResponse, ApiError> {
     caller.supervisor()?;
     let command = C::CustomerLeave(CustomerLeave { conversation_id: body.conversation_id.clone() });
+    state.submit(&request, caller.tenant(), command).await
+}
+
+/// A channel's receipt for an agent's message, until the connectors arrive.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboundReceipt {
+    conversation_id: String,
+    /// The agent's id for the message.
+    message_id: String,
+    /// `delivered` or `read`.
+    status: String,
+}
+
+async fn inbound_receipt(
+    state: Data,
+    caller: Caller,
+    request: HttpRequest,
+    body: web::Json<InboundReceipt>,
+) -> Result<HttpResponse, ApiError> {
+    caller.supervisor()?;
+    let read = match body.status.as_str() {
+        "delivered" => false,
+        "read" => true,
+        other => return Err(ApiError::BadRequest(format!("unknown receipt status {other:?}: use delivered or read"))),
+    };
+    let InboundReceipt { conversation_id, message_id, .. } = body.into_inner();
+    let command = C::RecordReceipt(RecordReceipt { conversation_id, message_id, read });
     state.submit(&request, caller.tenant(), command).await
 }
 
@@ -735,6 +764,7 @@ mod tests {
         let commands = [
             "/v1/inbound/messages",
             "/v1/inbound/leave",
+            "/v1/inbound/receipts",
             "/v1/agents/me/state",
             "/v1/announcements",
             "/v1/offers/o-1/accept",
