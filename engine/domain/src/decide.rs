@@ -383,6 +383,7 @@ fn decide(out: &mut Emitter, command: &C) -> Result<(), Rejection> {
             if text.is_empty() && c.attachments.is_empty() {
                 return Err(Rejection::Invalid("a message needs text or an attachment".into()));
             }
+            check_attachments(conversation.channel, &c.attachments)?;
             // Email headers follow the reply rules; other channels have none.
             let email = match &conversation.email {
                 Some(thread) => Some(thread.compose(c.email.as_ref(), &c.message_id)?),
@@ -575,6 +576,21 @@ fn owed_wrap_up<'a>(
     }
 }
 
+/// Attachments name their file and where its bytes are; an image shown
+/// inline in the body is an email's alone (SPEC.md: files and inline images
+/// in email, attachments in chat channels).
+fn check_attachments(channel: Channel, attachments: &[Attachment]) -> Result<(), Rejection> {
+    for (index, attachment) in attachments.iter().enumerate() {
+        if attachment.name.is_empty() || attachment.url.is_empty() {
+            return Err(Rejection::Invalid(format!("attachment {index} needs a name and a url")));
+        }
+        if attachment.inline && channel != Channel::Email {
+            return Err(Rejection::NotAllowedOnChannel { channel: channel::name(channel), what: "inline images" });
+        }
+    }
+    Ok(())
+}
+
 fn receive_customer_message(out: &mut Emitter, c: &ReceiveCustomerMessage) -> Result<(), Rejection> {
     let state = &*out.state;
     required(&c.conversation_id, "conversation_id")?;
@@ -594,6 +610,7 @@ fn receive_customer_message(out: &mut Emitter, c: &ReceiveCustomerMessage) -> Re
         if conversation.status == ConversationStatus::Ended {
             return Err(Rejection::ConversationEnded(c.conversation_id.clone()));
         }
+        check_attachments(conversation.channel, &c.attachments)?;
         return out.emit(Event::CustomerMessageReceived(message));
     }
     let queue = state.queues.get(&c.queue_id).ok_or_else(|| Rejection::UnknownQueue(c.queue_id.clone()))?;
@@ -607,6 +624,7 @@ fn receive_customer_message(out: &mut Emitter, c: &ReceiveCustomerMessage) -> Re
             channel: channel::name(c.channel()),
         });
     }
+    check_attachments(c.channel(), &c.attachments)?;
     out.emit(Event::ConversationCreated(ConversationCreated {
         conversation_id: c.conversation_id.clone(),
         channel: c.channel,

@@ -369,6 +369,37 @@ fn messages_over_the_channel_limit_are_refused_naming_the_limit_and_nothing_is_s
 }
 
 #[test]
+fn attachments_name_their_file_and_only_an_email_shows_an_image_inline() {
+    let mut f = Fixture::new(RoutingStrategy::LongestAvailable);
+    f.agent("amy", 2).available("amy", 0);
+    f.owns("amy", "chat", QUEUE_CHAT).owns("amy", "mail", QUEUE_EMAIL);
+    let file = |name: &str, url: &str, inline: bool| Attachment {
+        name: name.into(),
+        url: url.into(),
+        content_type: "image/png".into(),
+        inline,
+        ..Default::default()
+    };
+    let mut send = |conversation: &str, id: &str, attachment: Attachment| {
+        f.run(C::SendAgentMessage(SendAgentMessage {
+            agent_id: "amy".into(),
+            conversation_id: conversation.into(),
+            message_id: id.into(),
+            attachments: vec![attachment],
+            ..Default::default()
+        }))
+    };
+    let refused = send("chat", "m1", file("logo.png", "https://files/1", true)).unwrap_err();
+    assert_eq!(refused, Rejection::NotAllowedOnChannel { channel: "webchat", what: "inline images" });
+    let refused = send("chat", "m1", file("logo.png", "", false)).unwrap_err();
+    assert!(matches!(&refused, Rejection::Invalid(why) if why.contains("name and a url")), "{refused}");
+    send("chat", "m1", file("logo.png", "https://files/1", false)).unwrap();
+    send("mail", "m2", file("logo.png", "https://files/1", true)).unwrap();
+    // The thread keeps them.
+    assert_eq!(f.state.conversations["mail"].thread.last().unwrap().attachments[0].name, "logo.png");
+}
+
+#[test]
 fn receipts_follow_the_channel_delivery_everywhere_but_webchat_read_on_whatsapp_only() {
     let mut f = Fixture::new(RoutingStrategy::LongestAvailable);
     f.agent("amy", 3).available("amy", 0);

@@ -360,6 +360,25 @@ fn a_conversation_lives_through_accept_transfer_conference_end_and_wrap_up_on(lo
     assert!(refusal["message"].as_str().unwrap().contains("1000"), "{refusal}");
     server.ok("t-ana", "/v1/conversations/c1/messages", json!({ "message_id": "a1", "text": "How can I help?" }));
     server.customer_writes("chat.acme", "c1", "m2");
+    // A file goes with a message; an inline image is an email's alone.
+    let guide =
+        json!({ "name": "guide.pdf", "url": "https://files.acme/guide.pdf", "content_type": "application/pdf" });
+    let (status, sent) = server.call(
+        "POST",
+        "/v1/conversations/c1/messages",
+        Some("t-ana"),
+        Some(json!({ "message_id": "a2", "attachments": [guide] })),
+    );
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(event(&sent, "AgentMessageSent")["attachments"][0]["name"], "guide.pdf", "{sent}");
+    let inline = json!({ "name": "logo.png", "url": "https://files.acme/logo.png", "inline": true });
+    let (status, refusal) = server.call(
+        "POST",
+        "/v1/conversations/c1/messages",
+        Some("t-ana"),
+        Some(json!({ "message_id": "a3", "text": "logo", "attachments": [inline] })),
+    );
+    assert_eq!((status, refusal["error"].as_str()), (422, Some("not_allowed_on_channel")), "{refusal}");
 
     // Transfer to bob, who accepts; ana goes to wrap-up.
     server.available("t-bob");
@@ -381,7 +400,12 @@ fn a_conversation_lives_through_accept_transfer_conference_end_and_wrap_up_on(lo
         .iter()
         .map(|m| (m["from"].as_str().unwrap(), m["text"].as_str().unwrap()))
         .collect();
-    assert_eq!(thread, [("customer", "hello"), ("agent", "How can I help?"), ("customer", "hello")], "{pane}");
+    assert_eq!(
+        thread,
+        [("customer", "hello"), ("agent", "How can I help?"), ("customer", "hello"), ("agent", "")],
+        "{pane}"
+    );
+    assert_eq!(pane["thread"][3]["attachments"][0]["url"], "https://files.acme/guide.pdf", "{pane}");
     assert_eq!((pane["owner"].as_str(), pane["customer"]["name"].as_str()), (Some("bob"), Some("Kim")), "{pane}");
     assert_eq!(server.call("GET", "/v1/conversations/c1", Some("t-cid"), None).0, 404);
     assert_eq!(server.call("GET", "/v1/conversations/c1", Some("t-sam"), None).0, 200);

@@ -45,6 +45,41 @@ impl EmailRequest {
     }
 }
 
+/// A file sent with a message: the bytes live at `url`, outside the log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentRequest {
+    /// The file's name.
+    pub name: String,
+    /// Where its bytes are.
+    pub url: String,
+    /// Its media type.
+    #[serde(default)]
+    pub content_type: String,
+    /// Its size.
+    #[serde(default)]
+    pub size_bytes: u64,
+    /// An image shown inline in an email's body (email only).
+    #[serde(default)]
+    pub inline: bool,
+}
+
+impl AttachmentRequest {
+    /// The attachments as the schema records them.
+    pub fn into_attachments(requests: Vec<AttachmentRequest>) -> Vec<Attachment> {
+        requests
+            .into_iter()
+            .map(|a| Attachment {
+                name: a.name,
+                content_type: a.content_type,
+                size_bytes: a.size_bytes,
+                url: a.url,
+                inline: a.inline,
+            })
+            .collect()
+    }
+}
+
 /// One request of an agent, as the WebSocket receives it:
 /// `{"command": "accept", "offer_id": "..."}`.
 #[derive(Debug, Deserialize)]
@@ -83,6 +118,9 @@ pub enum AgentRequest {
         /// For email: reply, reply all or forward, and the editable headers.
         #[serde(default)]
         email: Option<EmailRequest>,
+        /// Files sent with it.
+        #[serde(default)]
+        attachments: Vec<AttachmentRequest>,
     },
     /// Transfer to a queue or an agent.
     Transfer {
@@ -162,12 +200,13 @@ impl AgentRequest {
                 template_id,
                 template_parameters,
                 email,
+                attachments,
             } => C::SendAgentMessage(SendAgentMessage {
                 agent_id,
                 conversation_id,
                 message_id,
                 text,
-                attachments: Vec::new(),
+                attachments: AttachmentRequest::into_attachments(attachments),
                 template_id,
                 email: email.map(EmailRequest::headers).transpose()?,
                 template_parameters,

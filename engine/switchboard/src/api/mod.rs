@@ -22,7 +22,7 @@ use switchboard_domain::{channel, template};
 use switchboard_proto::v1::command::Command as C;
 use switchboard_proto::v1::*;
 
-pub use agent::AgentRequest;
+pub use agent::{AgentRequest, AttachmentRequest};
 pub use error::ApiError;
 pub use feed::Feed;
 pub use metrics::Metrics;
@@ -241,6 +241,8 @@ struct InboundMessage {
     cc: Vec<String>,
     #[serde(default)]
     text: String,
+    #[serde(default)]
+    attachments: Vec<AttachmentRequest>,
 }
 
 #[derive(Deserialize, Default)]
@@ -261,6 +263,7 @@ async fn inbound_message(
     body: web::Json<InboundMessage>,
 ) -> Result<HttpResponse, ApiError> {
     caller.supervisor()?;
+    let mut body = body.into_inner();
     let tenant = caller.tenant();
     let channel = parse_channel(&body.channel)?;
     let queue_id = state.config.entry_point(tenant, channel, &body.address).ok_or_else(|| {
@@ -282,7 +285,7 @@ async fn inbound_message(
         message_id: format!("{}/{}", body.conversation_id, body.sender_message_id),
         external_id: body.sender_message_id.clone(),
         text: body.text.clone(),
-        attachments: Vec::new(),
+        attachments: AttachmentRequest::into_attachments(std::mem::take(&mut body.attachments)),
         // A mail's headers as a mail connector gives them: the sender's id
         // is its Message-ID, which the agent's reply answers (In-Reply-To).
         email: (channel == Channel::Email).then(|| EmailHeaders {
@@ -565,6 +568,8 @@ mod bodies {
         pub template_parameters: std::collections::BTreeMap<String, String>,
         #[serde(default)]
         pub email: Option<super::agent::EmailRequest>,
+        #[serde(default)]
+        pub attachments: Vec<super::AttachmentRequest>,
     }
 
     #[derive(Deserialize)]
@@ -627,10 +632,17 @@ async fn send_message(
     conversation_id: web::Path<String>,
     body: web::Json<bodies::Message>,
 ) -> Result<HttpResponse, ApiError> {
-    let bodies::Message { message_id, text, template_id, template_parameters, email } = body.into_inner();
+    let bodies::Message { message_id, text, template_id, template_parameters, email, attachments } = body.into_inner();
     let conversation_id = conversation_id.into_inner();
-    let agent_request =
-        AgentRequest::SendMessage { conversation_id, message_id, text, template_id, template_parameters, email };
+    let agent_request = AgentRequest::SendMessage {
+        conversation_id,
+        message_id,
+        text,
+        template_id,
+        template_parameters,
+        email,
+        attachments,
+    };
     state.agent_request(&request, &caller, agent_request).await
 }
 
