@@ -142,6 +142,9 @@ impl DomainState {
                 }
                 self.templates = e.templates.iter().map(|t| (t.template_id.clone(), t.clone())).collect();
             }
+            Event::WorkflowsConfigured(e) => {
+                self.workflows = e.workflows.iter().map(|w| (w.workflow_id.clone(), w.clone())).collect();
+            }
             Event::RetentionConfigured(e) => {
                 if e.closed_conversation_ms < 0 {
                     return blame.fail("retention", format!("negative retention {} ms", e.closed_conversation_ms));

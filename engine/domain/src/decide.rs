@@ -316,6 +316,18 @@ fn decide(out: &mut Emitter, command: &C) -> Result<(), Rejection> {
             }
             out.emit(Event::TemplatesConfigured(TemplatesConfigured { templates: c.templates.clone() }))
         }
+        C::ConfigureWorkflows(c) => {
+            let mut ids = std::collections::BTreeSet::new();
+            for workflow in &c.workflows {
+                if workflow.workflow_id.is_empty() || workflow.parameters.iter().any(String::is_empty) {
+                    return Err(Rejection::Invalid("a workflow needs an id, and its parameters names".into()));
+                }
+                if !ids.insert(&workflow.workflow_id) {
+                    return Err(Rejection::Invalid(format!("workflow {} is listed twice", workflow.workflow_id)));
+                }
+            }
+            out.emit(Event::WorkflowsConfigured(WorkflowsConfigured { workflows: c.workflows.clone() }))
+        }
         C::ConfigureRetention(c) => {
             if c.closed_conversation_ms < 0 {
                 return Err(Rejection::Invalid(format!(
@@ -535,6 +547,11 @@ fn decide(out: &mut Emitter, command: &C) -> Result<(), Rejection> {
         C::TriggerWorkflow(c) => {
             required(&c.workflow_id, "workflow_id")?;
             state.participating(&c.agent_id, &c.conversation_id)?;
+            let workflow =
+                state.workflows.get(&c.workflow_id).ok_or_else(|| Rejection::UnknownWorkflow(c.workflow_id.clone()))?;
+            if let Some(missing) = workflow.parameters.iter().find(|p| !c.parameters.contains_key(*p)) {
+                return Err(Rejection::Invalid(format!("workflow {} needs the parameter {missing}", c.workflow_id)));
+            }
             out.emit(Event::WorkflowTriggered(WorkflowTriggered {
                 conversation_id: c.conversation_id.clone(),
                 agent_id: c.agent_id.clone(),

@@ -47,6 +47,7 @@ pub fn event_name(event: &switchboard_proto::v1::envelope::Event) -> &'static st
         E::IdleReasonsConfigured(_) => "IdleReasonsConfigured",
         E::RetentionConfigured(_) => "RetentionConfigured",
         E::TemplatesConfigured(_) => "TemplatesConfigured",
+        E::WorkflowsConfigured(_) => "WorkflowsConfigured",
         E::ConversationCreated(_) => "ConversationCreated",
         E::CustomerMessageReceived(_) => "CustomerMessageReceived",
         E::ConversationQueued(_) => "ConversationQueued",

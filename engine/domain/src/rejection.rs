@@ -132,6 +132,9 @@ pub enum Rejection {
     /// No such message template.
     #[error("unknown template {0}")]
     UnknownTemplate(String),
+    /// No such workflow.
+    #[error("unknown workflow {0}")]
+    UnknownWorkflow(String),
     /// A template used where it does not apply, edited while locked, or
     /// with its parameters wrong.
     #[error("template {template_id} cannot be sent: {problem}")]
@@ -191,7 +194,8 @@ impl Rejection {
             | R::UnknownAgent(_)
             | R::UnknownConversation(_)
             | R::UnknownMessage { .. }
-            | R::UnknownTemplate(_) => "not_found",
+            | R::UnknownTemplate(_)
+            | R::UnknownWorkflow(_) => "not_found",
             R::Template { .. } => "template",
             R::OfferNotOpen(_) => "offer_not_open",
             R::NotYourOffer { .. } | R::NotOwner { .. } | R::NotParticipant { .. } => "not_yours",

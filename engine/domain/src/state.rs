@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use switchboard_proto::v1::{AgentStatus, Channel, Customer, MessageTemplate, OfferKind, QueueConfig, RoutingStrategy};
+use switchboard_proto::v1::{
+    AgentStatus, Channel, Customer, MessageTemplate, OfferKind, QueueConfig, RoutingStrategy, Workflow,
+};
 
 use crate::{AgentId, ConversationId, OfferId, QueueId};
 
@@ -44,6 +46,9 @@ pub struct DomainState {
     /// The message templates, by id.
     #[serde(default)]
     pub templates: BTreeMap<String, MessageTemplate>,
+    /// The workflows agents may start, by id.
+    #[serde(default)]
+    pub workflows: BTreeMap<String, Workflow>,
     /// Agents who could take an offer of each channel right now (Available,
     /// with free capacity), by channel. Derived from `agents` and kept in
     /// step by `apply`: routing asks it first, so a command costs nothing

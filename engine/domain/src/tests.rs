@@ -758,18 +758,28 @@ fn configuration_is_validated_and_capacity_cannot_drop_below_what_is_held() {
 }
 
 #[test]
-fn workflows_and_announcements_are_recorded() {
+fn configured_workflows_with_their_parameters_and_announcements_are_recorded() {
     let mut f = Fixture::new(RoutingStrategy::LongestAvailable);
     f.agent("amy", 1).available("amy", 0);
     f.owns("amy", "c1", QUEUE_CHAT);
-    let mut parameters = std::collections::BTreeMap::new();
-    parameters.insert("order".to_string(), "42".to_string());
-    f.ok(C::TriggerWorkflow(TriggerWorkflow {
-        agent_id: "amy".into(),
-        conversation_id: "c1".into(),
-        workflow_id: "refund".into(),
-        parameters,
-    }));
+    let refund = Workflow { workflow_id: "refund".into(), name: "Refund".into(), parameters: vec!["order".into()] };
+    let twice = C::ConfigureWorkflows(ConfigureWorkflows { workflows: vec![refund.clone(), refund.clone()] });
+    assert!(matches!(f.run(twice), Err(Rejection::Invalid(why)) if why.contains("twice")));
+    f.ok(C::ConfigureWorkflows(ConfigureWorkflows { workflows: vec![refund] }));
+    assert_eq!(f.kinds(), ["WorkflowsConfigured"]);
+    let mut trigger = |workflow_id: &str, parameters: &[(&str, &str)]| {
+        f.run(C::TriggerWorkflow(TriggerWorkflow {
+            agent_id: "amy".into(),
+            conversation_id: "c1".into(),
+            workflow_id: workflow_id.into(),
+            parameters: parameters.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }))
+    };
+    assert_eq!(trigger("dance", &[]), Err(Rejection::UnknownWorkflow("dance".into())));
+    let missing = trigger("refund", &[]).unwrap_err();
+    assert!(matches!(&missing, Rejection::Invalid(why) if why.contains("order")), "{missing}");
+    let triggered = trigger("refund", &[("order", "42")]).unwrap();
+    assert_eq!(triggered.len(), 1);
     assert_eq!(f.kinds(), ["WorkflowTriggered"]);
     f.ok(C::PostAnnouncement(PostAnnouncement {
         supervisor_id: "sue".into(),

@@ -371,6 +371,10 @@ pub fn changes_nothing(state: &DomainState, command: &Command) -> bool {
             state.templates.len() == c.templates.len()
                 && c.templates.iter().all(|t| state.templates.get(&t.template_id) == Some(t))
         }
+        Some(C::ConfigureWorkflows(c)) => {
+            state.workflows.len() == c.workflows.len()
+                && c.workflows.iter().all(|w| state.workflows.get(&w.workflow_id) == Some(w))
+        }
         _ => false,
     }
 }
@@ -386,6 +390,7 @@ pub fn is_configuration(command: &Command) -> bool {
                 | C::ConfigureIdleReasons(_)
                 | C::ConfigureRetention(_)
                 | C::ConfigureTemplates(_)
+                | C::ConfigureWorkflows(_)
         )
     )
 }
@@ -546,5 +551,26 @@ mod tests {
             ..command.clone()
         };
         assert!(!changes_nothing(&state, &fewer));
+    }
+
+    #[test]
+    fn workflows_given_again_in_another_order_change_nothing() {
+        use switchboard_proto::v1::{ConfigureWorkflows, Workflow};
+        let workflow = |id: &str| Workflow { workflow_id: id.into(), ..Default::default() };
+        let command = Command {
+            command_id: "config/acme/workflows".into(),
+            domain: "acme".into(),
+            at_ms: 1,
+            command: Some(C::ConfigureWorkflows(ConfigureWorkflows { workflows: vec![workflow("b"), workflow("a")] })),
+        };
+        let mut state = DomainState::new("acme");
+        state.execute(&command).unwrap();
+        assert!(changes_nothing(&state, &command), "a restart with the same file must append nothing");
+        let renamed = Workflow { name: "B".into(), ..workflow("b") };
+        let changed = Command {
+            command: Some(C::ConfigureWorkflows(ConfigureWorkflows { workflows: vec![renamed, workflow("a")] })),
+            ..command.clone()
+        };
+        assert!(!changes_nothing(&state, &changed));
     }
 }

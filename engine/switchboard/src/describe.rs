@@ -117,6 +117,10 @@ pub fn describe(event: &Event) -> String {
             let ids: Vec<&str> = e.templates.iter().map(|t| t.template_id.as_str()).collect();
             format!("templates: {}", if ids.is_empty() { "none".into() } else { ids.join(", ") })
         }
+        Event::WorkflowsConfigured(e) => {
+            let ids: Vec<&str> = e.workflows.iter().map(|w| w.workflow_id.as_str()).collect();
+            format!("workflows: {}", if ids.is_empty() { "none".into() } else { ids.join(", ") })
+        }
         Event::RetentionConfigured(e) if e.closed_conversation_ms == 0 => "closed conversations kept forever".into(),
         Event::RetentionConfigured(e) => {
             format!("closed conversations kept {} ms after they close", e.closed_conversation_ms)
@@ -276,6 +280,7 @@ pub fn touched(event: &Event) -> (Option<&str>, Vec<&str>) {
         | Event::IdleReasonsConfigured(_)
         | Event::RetentionConfigured(_)
         | Event::TemplatesConfigured(_)
+        | Event::WorkflowsConfigured(_)
         | Event::AnnouncementPosted(_) => (None, vec![]),
         Event::AgentProfileConfigured(e) => (None, e.profile.iter().map(|p| p.agent_id.as_str()).collect()),
         Event::ConversationCreated(e) => (Some(&e.conversation_id), vec![]),

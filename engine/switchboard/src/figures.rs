@@ -477,6 +477,7 @@ impl Figures {
             | Event::IdleReasonsConfigured(_)
             | Event::RetentionConfigured(_)
             | Event::TemplatesConfigured(_)
+            | Event::WorkflowsConfigured(_)
             | Event::WorkflowTriggered(_)
             | Event::AnnouncementPosted(_) => {}
         }

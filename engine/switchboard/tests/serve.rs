@@ -103,6 +103,10 @@ channel = "whatsapp"
 address = "wa+1777"
 queue = "wa"
 
+[[tenants.workflows]]
+id = "refund"
+parameters = ["order"]
+
 [[tenants.templates]]
 id = "hello"
 text = "Hello {{customer_name}}, {{agent_name}} here."
@@ -427,6 +431,18 @@ fn a_conversation_lives_through_accept_transfer_conference_end_and_wrap_up_on(lo
         ["ConferenceLeft", "WrapUpStarted"]
     );
     server.ok("t-bob", "/v1/conversations/c1/messages", json!({ "message_id": "b1", "text": "still here" }));
+    // A configured workflow starts with its parameters; another is unknown.
+    let start = |workflow: &str, parameters: Value| {
+        let body = json!({ "workflow_id": workflow, "parameters": parameters });
+        server.call("POST", "/v1/conversations/c1/workflows", Some("t-bob"), Some(body))
+    };
+    let (status, started) = start("refund", json!({ "order": "42" }));
+    assert_eq!((status, kinds(&started)), (200, vec!["WorkflowTriggered".to_owned()]), "{started}");
+    assert_eq!(start("dance", json!({})).0, 404);
+    let (status, refusal) = start("refund", json!({}));
+    assert!(status == 422 && refusal["message"].as_str().unwrap().contains("order"), "{status} {refusal}");
+    let (_, listed) = server.call("GET", "/v1/workflows", Some("t-bob"), None);
+    assert_eq!(listed["workflows"][0]["parameters"], json!(["order"]), "{listed}");
 
     // End by the agent; wrap-up with several reasons.
     assert_eq!(server.ok("t-bob", "/v1/conversations/c1/end", json!({})), ["ConversationEnded", "WrapUpStarted"]);

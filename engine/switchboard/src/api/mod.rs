@@ -143,6 +143,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route("/queues", web::get().to(list_queues))
                 .route("/agents", web::get().to(list_agents))
                 .route("/templates", web::get().to(list_templates))
+                .route("/workflows", web::get().to(list_workflows))
                 .route("/agents/me", web::get().to(me))
                 .route("/agents/me/state", web::post().to(set_state))
                 .route("/agents/me/ws", web::get().to(socket::agent_socket))
@@ -386,6 +387,17 @@ async fn list_templates(state: Data, caller: Caller) -> Result<HttpResponse, Api
         })
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "templates": templates })))
+}
+
+/// The workflows agents may start, with the parameters each needs.
+async fn list_workflows(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let domain = state.engine.domain_state(caller.tenant()).await?.unwrap_or_default();
+    let workflows: Vec<_> = domain
+        .workflows
+        .values()
+        .map(|w| serde_json::json!({ "workflow_id": w.workflow_id, "name": w.name, "parameters": w.parameters }))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "workflows": workflows })))
 }
 
 async fn list_agents(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {

@@ -22,7 +22,7 @@ use switchboard_kafka::KafkaSettings;
 use switchboard_proto::v1::command::Command as C;
 use switchboard_proto::v1::{
     AgentProfile, Channel, ChannelCapacity, Command, ConfigureAgent, ConfigureIdleReasons, ConfigureQueue,
-    ConfigureRetention, ConfigureTemplates, ConfigureWrapUpReasons, MessageTemplate,
+    ConfigureRetention, ConfigureTemplates, ConfigureWorkflows, ConfigureWrapUpReasons, MessageTemplate, Workflow,
 };
 
 pub use self::names::{ChannelName, QueueSpec, StrategyName, TransferPolicyName};
@@ -124,6 +124,36 @@ pub struct Tenant {
     /// The message templates agents attach to messages.
     #[serde(default)]
     pub templates: Vec<TemplateSpec>,
+    /// The workflows agents may start from a conversation; none configured
+    /// refuses every start.
+    #[serde(default)]
+    pub workflows: Vec<WorkflowSpec>,
+}
+
+/// A workflow an agent may start from a conversation, and the parameters
+/// the agent must give it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowSpec {
+    /// The workflow's id within the tenant (required).
+    pub id: String,
+    /// Display name; the id when empty.
+    #[serde(default)]
+    pub name: String,
+    /// The names of the parameters a start must give.
+    #[serde(default)]
+    pub parameters: Vec<String>,
+}
+
+impl WorkflowSpec {
+    /// The workflow as the schema carries it.
+    pub fn workflow(&self) -> Workflow {
+        Workflow {
+            workflow_id: self.id.clone(),
+            name: or_id(&self.name, &self.id).to_owned(),
+            parameters: self.parameters.clone(),
+        }
+    }
 }
 
 /// A message template: text with `{{name}}` placeholders, filled in from
@@ -393,6 +423,8 @@ impl Config {
             // TOML integers are i64, so a parsed u64 always fits.
             let templates = tenant.templates.iter().map(TemplateSpec::message_template).collect();
             commands.push(command("templates".into(), C::ConfigureTemplates(ConfigureTemplates { templates })));
+            let workflows = tenant.workflows.iter().map(WorkflowSpec::workflow).collect();
+            commands.push(command("workflows".into(), C::ConfigureWorkflows(ConfigureWorkflows { workflows })));
             let closed_conversation_ms = i64::try_from(tenant.closed_retention_ms).unwrap_or(i64::MAX);
             commands.push(command(
                 "retention".into(),
@@ -492,6 +524,11 @@ impl Config {
                     locked: true,
                 },
             ],
+            workflows: vec![WorkflowSpec {
+                id: "refund".into(),
+                name: "Refund an order".into(),
+                parameters: strings(&["order_number"]),
+            }],
             entry_points: vec![
                 entry(Webchat, "demo-site", "webchat"),
                 entry(Email, "support@demo.example", "email"),
@@ -566,6 +603,19 @@ impl Tenant {
             }
             if let Err(problem) = switchboard_domain::template::validate(&template.message_template()) {
                 return invalid(here, problem);
+            }
+        }
+        let mut workflows = BTreeSet::new();
+        for (i, workflow) in self.workflows.iter().enumerate() {
+            let here = at(format!("workflows[{i}] ({})", workflow.id));
+            if workflow.id.is_empty() {
+                return invalid(here, "id is empty");
+            }
+            if !workflows.insert(workflow.id.as_str()) {
+                return invalid(here, "is defined twice");
+            }
+            if workflow.parameters.iter().any(String::is_empty) {
+                return invalid(here, "names an empty parameter");
             }
         }
         let mut addresses = BTreeSet::new();

@@ -35,6 +35,9 @@ queue = "wa"
 [[tenants.templates]]
 id = "hello"
 text = "Hello {{customer_name}}"
+[[tenants.workflows]]
+id = "refund"
+parameters = ["order"]
 "#;
 
 fn error_of(text: &str) -> String {
@@ -81,6 +84,8 @@ fn assert_configured_as_written(config: &Config) {
         assert_eq!(state.closed_retention_ms, tenant.closed_retention_ms as i64);
         let templates: Vec<_> = tenant.templates.iter().map(TemplateSpec::message_template).collect();
         assert_eq!(state.templates.values().cloned().collect::<Vec<_>>(), templates);
+        let workflows: Vec<_> = tenant.workflows.iter().map(WorkflowSpec::workflow).collect();
+        assert_eq!(state.workflows.values().cloned().collect::<Vec<_>>(), workflows);
         state.check_invariants().unwrap();
     }
 }
@@ -128,6 +133,7 @@ fn configuration_commands_have_deterministic_ids_per_tenant_and_leave_the_time_t
             "config/acme/wrap-up-reasons",
             "config/acme/idle-reasons",
             "config/acme/templates",
+            "config/acme/workflows",
             "config/acme/retention"
         ]
     );
@@ -222,6 +228,8 @@ fn every_inconsistency_is_refused_naming_what_is_wrong() {
             "tenant acme, templates[0] (hello): template hello: a placeholder opened at \"{{customer_name\" is not closed",
         ),
         ("text = \"Hello {{customer_name}}\"", "text = \"\"", "templates[0] (hello): template hello has no text"),
+        ("id = \"refund\"", "id = \"\"", "tenant acme, workflows[0] (): id is empty"),
+        ("parameters = [\"order\"]", "parameters = [\"\"]", "workflows[0] (refund): names an empty parameter"),
     ];
     for (from, to, expected) in cases {
         let text = if from.is_empty() { String::new() } else { VALID.replacen(from, to, 1) };
