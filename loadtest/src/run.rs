@@ -635,9 +635,12 @@ async fn call<B: Serialize>(
     let on_socket = send_on_socket(ctx, name, path, token, body);
     let sent_on_socket = on_socket.is_some();
     let result = match on_socket {
-        Some(answered) => match tokio::time::timeout(ctx.options.request_timeout, answered).await {
+        Some((request_id, answered)) => match tokio::time::timeout(ctx.options.request_timeout, answered).await {
             Ok(answer) => answer.unwrap_or_else(|_| Err(ApiError::Transport("the socket closed".into()))),
-            Err(_) => Err(ApiError::Timeout),
+            Err(_) => {
+                ctx.pending.borrow_mut().remove(&request_id);
+                Err(ApiError::Timeout)
+            }
         },
         None => ctx.api.post(path, token, body).await,
     };
@@ -656,14 +659,15 @@ async fn call<B: Serialize>(
 }
 
 /// Sends an agent's request on its WebSocket when commands go there and the
-/// socket is open; `None` to send it over HTTP instead.
+/// socket is open, and returns its request id and where its answer comes;
+/// `None` to send it over HTTP instead.
 fn send_on_socket<B: Serialize>(
     ctx: &Shared,
     name: &str,
     path: &str,
     token: &str,
     body: Option<&B>,
-) -> Option<oneshot::Receiver<Answer>> {
+) -> Option<(String, oneshot::Receiver<Answer>)> {
     if !ctx.options.ws_commands {
         return None;
     }
@@ -677,8 +681,8 @@ fn send_on_socket<B: Serialize>(
     frame["request_id"] = request_id.clone().into();
     let (answer, answered) = oneshot::channel();
     link.send(frame.to_string()).ok()?;
-    ctx.pending.borrow_mut().insert(request_id, (agent, answer));
-    Some(answered)
+    ctx.pending.borrow_mut().insert(request_id.clone(), (agent, answer));
+    Some((request_id, answered))
 }
 
 /// Answers the request a socket's reply is for.

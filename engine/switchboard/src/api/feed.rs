@@ -75,7 +75,11 @@ pub(super) struct Subscription {
     feed: Arc<Feed>,
     tenant: String,
     id: u64,
-    /// The concerning events the session missed, to push before `live`.
+    /// The sequence the session starts after: what it saw (`?after=`), or
+    /// else the domain's sequence its state was read at.
+    pub start: u64,
+    /// The concerning events after `start` that the feed had already kept,
+    /// to push before `live`.
     pub backlog: Vec<Arc<Envelope>>,
     /// The concerning events from the moment of subscribing on. It ends
     /// when the session fell [`SESSION_OUTBOX`] pushes behind.
@@ -118,10 +122,13 @@ impl Feed {
     }
 
     /// Subscribes a session of `agent_id` in `tenant`, which follows the
-    /// `held` conversations. With `after`, the session first gets the
-    /// concerning events after that sequence; `current_sequence` is the
-    /// domain's sequence as the caller saw it, which tells an empty ring
-    /// (nothing since this process started) from a gap.
+    /// `held` conversations as of the domain's `current_sequence`. The
+    /// session gets every concerning event after `after` (what it saw), or
+    /// else after `current_sequence`, once: the feed's keeper may be behind
+    /// or ahead of the state the caller read, so events up to the start are
+    /// never pushed and those after it come from the ring or live.
+    /// `current_sequence` also tells an empty ring (nothing since this
+    /// process started) from a gap.
     pub(super) fn subscribe(
         self: &Arc<Self>,
         tenant: &str,
@@ -132,20 +139,19 @@ impl Feed {
     ) -> Result<Subscription, NotKept> {
         let mut inner = self.lock();
         let mut interest = Interest { agent_id: agent_id.to_owned(), conversations: held.into_iter().collect() };
-        let backlog = match after {
-            Some(after) => inner
-                .since(tenant, after, current_sequence)
-                .ok_or(NotKept(after))?
-                .into_iter()
-                .filter(|e| e.event.as_ref().is_some_and(|event| interest.concerns(event)))
-                .collect(),
-            None => Vec::new(),
+        let start = after.unwrap_or(current_sequence);
+        let kept = match after {
+            Some(after) => inner.since(tenant, after, current_sequence).ok_or(NotKept(after))?,
+            // A new session was promised nothing from before its state.
+            None => inner.since(tenant, start, current_sequence).unwrap_or_default(),
         };
+        let backlog =
+            kept.into_iter().filter(|e| e.event.as_ref().is_some_and(|event| interest.concerns(event))).collect();
         let (outbox, live) = mpsc::channel(SESSION_OUTBOX);
         let id = inner.next_session;
         inner.next_session += 1;
-        inner.sessions.entry(tenant.to_owned()).or_default().join(id, Session { interest, outbox });
-        Ok(Subscription { feed: self.clone(), tenant: tenant.to_owned(), id, backlog, live })
+        inner.sessions.entry(tenant.to_owned()).or_default().join(id, Session { interest, outbox, start });
+        Ok(Subscription { feed: self.clone(), tenant: tenant.to_owned(), id, start, backlog, live })
     }
 
     /// How the conversation of an offer arrived, if it arrived since this
@@ -215,6 +221,8 @@ impl Inner {
 
     fn forget_all(&mut self) {
         self.rings.clear();
+        // Some endings were missed too; offers look arrivals up again.
+        self.arrivals.clear();
         for sessions in self.sessions.values_mut() {
             let ids: Vec<u64> = sessions.by_id.keys().copied().collect();
             metrics::counter!("switchboard_agent_sessions_behind_total").increment(ids.len() as u64);
@@ -237,6 +245,8 @@ struct Sessions {
 struct Session {
     interest: Interest,
     outbox: mpsc::Sender<Arc<Envelope>>,
+    /// Events up to this sequence are already in the session's state.
+    start: u64,
 }
 
 impl Sessions {
@@ -277,6 +287,9 @@ impl Sessions {
         let mut behind = Vec::new();
         for id in asked {
             let Some(session) = self.by_id.get_mut(&id) else { continue };
+            if envelope.sequence <= session.start {
+                continue;
+            }
             let followed = |s: &Session| conversation.is_some_and(|c| s.interest.conversations.contains(c));
             let followed_before = followed(session);
             let concerned = session.interest.concerns(event);
@@ -447,6 +460,28 @@ mod tests {
         // then the backlog is what concerns her since, and the live stream follows on
         assert_eq!(ana.backlog.iter().map(|e| e.sequence).collect::<Vec<_>>(), [offer, message]);
         assert_eq!(received(&mut ana), [live]);
+    }
+
+    #[test]
+    fn a_new_session_gets_every_event_after_the_state_it_read_once_whether_the_keeper_is_ahead_or_behind() {
+        // given a keeper ahead of the state: ana's offer (2) kept, her state read at 1
+        let feed = feed();
+        keep(&feed, customer_wrote("c1"));
+        let offer = keep(&feed, offered("c1", "ana"));
+        let mut ana = feed.subscribe("t", "ana", [], None, 1).unwrap();
+        // then the offer comes from the ring, and what follows live
+        assert_eq!(ana.backlog.iter().map(|e| e.sequence).collect::<Vec<_>>(), [offer]);
+        let message = keep(&feed, customer_wrote("c1"));
+        assert_eq!(received(&mut ana), [message]);
+
+        // given a keeper behind the state: bo's state, read at 6, already holds c9
+        let mut bo = feed.subscribe("t", "bo", ["c9".to_owned()], None, 6).unwrap();
+        assert!(bo.backlog.is_empty());
+        // when events 4 to 7 of c9 reach the keeper
+        let sequences: Vec<u64> = (4..=7).map(|_| keep(&feed, customer_wrote("c9"))).collect();
+        // then only the one after his state is pushed
+        assert_eq!(sequences, [4, 5, 6, 7]);
+        assert_eq!(received(&mut bo), [7]);
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub async fn agent_socket(
     // Reading ends when the client goes; pushing stops then too, leaving the feed.
     let (reading, read_ended) = tokio::sync::oneshot::channel::<()>();
     actix_web::rt::spawn(take_commands(state.clone(), tenant, agent_id, session.clone(), messages, reading));
-    actix_web::rt::spawn(push(state, subscription, session, resume.after.unwrap_or(0), read_ended));
+    actix_web::rt::spawn(push(state, subscription, session, read_ended));
     Ok(response)
 }
 
@@ -120,10 +120,9 @@ async fn push(
     state: Data,
     mut subscription: Subscription,
     mut session: actix_ws::Session,
-    after: u64,
     mut read_ended: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let mut last = after;
+    let mut last = subscription.start;
     for envelope in std::mem::take(&mut subscription.backlog) {
         last = envelope.sequence;
         if session.text(frame(&state, &envelope).await).await.is_err() {
