@@ -196,9 +196,10 @@ impl Edge {
         self.inner.states.read().unwrap().clone()
     }
 
-    /// A copy of one domain's state, `None` if it has no events yet.
-    pub fn domain_state(&self, domain: &str) -> Option<DomainState> {
-        self.inner.states.read().unwrap().get(domain).cloned()
+    /// What `view` takes from one domain's state (`None` if it has no
+    /// events yet), without copying the rest.
+    pub fn read<T>(&self, domain: &str, view: impl FnOnce(Option<&DomainState>) -> T) -> T {
+        view(self.inner.states.read().unwrap().get(domain))
     }
 
     /// Stops reading; waiting callers get no answer.

@@ -166,6 +166,17 @@ async fn answer<T>(sent: Result<Pending<T>, actix::MailboxError>) -> Result<T, S
     sent.map_err(stopped)?.await.map_err(stopped)?
 }
 
+/// Reads the chosen states of one shard through `view` (see [`States`]).
+async fn read_shard<T: Send + 'static>(
+    shard: &actix::Addr<ShardActor>,
+    domain: Option<String>,
+    view: impl FnOnce(Vec<(&String, &DomainState)>) -> T + Send + 'static,
+) -> Result<T, SubmitError> {
+    let view: crate::shard::View = Box::new(move |chosen| Box::new(view(chosen)));
+    let answered = answer(shard.send(States { domain, view }).await).await?;
+    Ok(*answered.downcast::<T>().expect("a view answers with its own type"))
+}
+
 impl Engine {
     /// Opens the journal, rebuilds the states (from the newest valid
     /// snapshots and the journal after them, or from the whole journal; see
@@ -323,7 +334,10 @@ impl Engine {
     pub async fn states(&self) -> Result<BTreeMap<String, DomainState>, SubmitError> {
         let mut states = BTreeMap::new();
         for shard in &self.inner.shards {
-            states.append(&mut answer(shard.addr.send(States { domain: None }).await).await?);
+            let copies = |chosen: Vec<(&String, &DomainState)>| {
+                chosen.into_iter().map(|(d, state)| (d.clone(), state.clone())).collect::<BTreeMap<_, _>>()
+            };
+            states.append(&mut read_shard(&shard.addr, None, copies).await?);
         }
         Ok(states)
     }
@@ -331,9 +345,20 @@ impl Engine {
     /// A copy of one domain's state (see [`states`](Self::states)), `None`
     /// if it has no events yet.
     pub async fn domain_state(&self, domain: &str) -> Result<Option<DomainState>, SubmitError> {
+        self.read(domain, |state| state.cloned()).await
+    }
+
+    /// What `view` takes from one domain's state (`None` if it has no
+    /// events yet), as of a moment at which all it holds is durable. The
+    /// view runs on the domain's shard, so only what it returns is copied.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        domain: &str,
+        view: impl FnOnce(Option<&DomainState>) -> T + Send + 'static,
+    ) -> Result<T, SubmitError> {
         let shard = &self.inner.shards[shard_of(domain, self.inner.shards.len())];
-        let mut states = answer(shard.addr.send(States { domain: Some(domain.to_owned()) }).await).await?;
-        Ok(states.remove(domain))
+        read_shard(&shard.addr, Some(domain.to_owned()), move |chosen| view(chosen.first().map(|(_, state)| *state)))
+            .await
     }
 
     /// Stops accepting commands and timers, lets every shard finish writing

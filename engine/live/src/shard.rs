@@ -6,6 +6,7 @@
 //! rejections and repeats included, goes through the writer, so nobody hears
 //! of a state the log does not hold yet.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{mpsc, Arc, OnceLock};
 
@@ -145,13 +146,18 @@ impl Message for Submit {
     type Result = Pending<Vec<Envelope>>;
 }
 
-/// Clone the states (one domain, or all), as of everything durable.
+/// What a read takes from the chosen states, on the shard's thread, so
+/// that a caller copies only what it needs, not whole states.
+pub(crate) type View = Box<dyn FnOnce(Vec<(&String, &DomainState)>) -> Box<dyn Any + Send> + Send>;
+
+/// Read the states (one domain, or all) through a view, as of everything durable.
 pub(crate) struct States {
     pub(crate) domain: Option<String>,
+    pub(crate) view: View,
 }
 
 impl Message for States {
-    type Result = Pending<BTreeMap<String, DomainState>>;
+    type Result = Pending<Box<dyn Any + Send>>;
 }
 
 /// Take a snapshot now (sent by the snapshot thread when this shard's
@@ -446,7 +452,7 @@ impl Handler<States> for ShardActor {
             (Ok(()), Some((domain, reason))) => {
                 Err(Outage::DomainBroken { domain: domain.to_string(), reason: reason.clone() })
             }
-            (Ok(()), None) => Ok(chosen.into_iter().map(|(d, entry)| (d.clone(), entry.state.clone())).collect()),
+            (Ok(()), None) => Ok((msg.view)(chosen.into_iter().map(|(d, entry)| (d, &entry.state)).collect())),
         };
         match snapshot {
             Err(outage) => {

@@ -155,6 +155,22 @@ async fn a_rejected_command_writes_nothing() {
 }
 
 #[actix_rt::test]
+async fn a_read_takes_only_what_its_view_returns_from_one_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(dir.path(), configuration("acme", "cfg", 60_000, 0)).await;
+    engine.submit(available("acme", "c1", "a1")).await.unwrap();
+
+    // the view sees the domain as of everything durable, and only its answer comes back
+    let status = engine.read("acme", |state| state.map(|s| s.agents["a1"].status)).await.unwrap();
+    assert_eq!(status, Some(AgentStatus::Available));
+    let sequence = engine.read("acme", |state| state.map(|s| s.last_sequence)).await.unwrap();
+    assert_eq!(sequence, engine.domain_state("acme").await.unwrap().map(|s| s.last_sequence));
+    // and a domain without events is given to the view as none
+    assert!(engine.read("nowhere", |state| state.is_none()).await.unwrap());
+    engine.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
 async fn the_same_command_id_twice_is_executed_once() {
     let dir = tempfile::tempdir().unwrap();
     let engine = start(dir.path(), configuration("acme", "cfg", 60_000, 0)).await;

@@ -102,11 +102,16 @@ impl Backend {
         }
     }
 
-    /// A copy of one domain's state, `None` if it has no events yet.
-    pub async fn domain_state(&self, domain: &str) -> Result<Option<DomainState>, ApiError> {
+    /// What `view` takes from one domain's state (`None` if it has no
+    /// events yet): only that is copied, which matters for a large tenant.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        domain: &str,
+        view: impl FnOnce(Option<&DomainState>) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
         match self {
-            Backend::Embedded(engine) => Ok(engine.domain_state(domain).await?),
-            Backend::Kafka { edge, .. } => Ok(edge.domain_state(domain)),
+            Backend::Embedded(engine) => Ok(engine.read(domain, view).await?),
+            Backend::Kafka { edge, .. } => Ok(edge.read(domain, view)),
         }
     }
 

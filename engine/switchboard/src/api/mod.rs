@@ -29,6 +29,7 @@ pub use metrics::Metrics;
 
 use crate::backend::Backend;
 use crate::config::{Config, Principal, TokenIndex};
+use switchboard_domain::DomainState;
 
 /// What every handler shares.
 pub struct ApiState {
@@ -346,64 +347,89 @@ async fn inbound_receipt(
     state.submit(&request, caller.tenant(), command).await
 }
 
-async fn list_queues(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let domain = state.engine.domain_state(caller.tenant()).await?.unwrap_or_default();
-    let queues: Vec<_> = domain
-        .queues
-        .iter()
-        .map(|(id, queue)| {
-            serde_json::json!({
-                "queue_id": id,
-                "name": queue.config.name,
-                "channel": channel::name(queue.channel()),
-                "waiting": queue.waiting.len(),
-                "oldest_arrival_ms": queue.waiting.iter().map(|k| k.arrived_at_ms).min(),
-            })
+/// Answers with what `view` makes of the caller's tenant's state, on its
+/// shard: only the answer is copied, never the tenant's whole state.
+async fn answer_from(
+    state: &ApiState,
+    tenant: &str,
+    view: impl FnOnce(&DomainState) -> Result<serde_json::Value, ApiError> + Send + 'static,
+) -> Result<HttpResponse, ApiError> {
+    let answer = state
+        .engine
+        .read(tenant, move |domain| match domain {
+            Some(domain) => view(domain),
+            None => view(&DomainState::default()),
         })
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "queues": queues })))
+        .await??;
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+async fn list_queues(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
+    answer_from(&state, caller.tenant(), move |domain| {
+        let queues: Vec<_> = domain
+            .queues
+            .iter()
+            .map(|(id, queue)| {
+                serde_json::json!({
+                    "queue_id": id,
+                    "name": queue.config.name,
+                    "channel": channel::name(queue.channel()),
+                    "waiting": queue.waiting.len(),
+                    "oldest_arrival_ms": queue.waiting.iter().map(|k| k.arrived_at_ms).min(),
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({ "queues": queues }))
+    })
+    .await
 }
 
 /// The tenant's message templates, with the parameters the agent fills in
 /// and those the engine fills in from the conversation.
 async fn list_templates(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let domain = state.engine.domain_state(caller.tenant()).await?.unwrap_or_default();
-    let templates: Vec<_> = domain
-        .templates
-        .values()
-        .map(|t| {
-            let channels: Vec<&str> =
-                t.channels.iter().map(|c| channel::name(Channel::try_from(*c).unwrap_or_default())).collect();
-            let (parameters, system_parameters) = template::parameters(t);
-            serde_json::json!({
-                "template_id": t.template_id,
-                "name": t.name,
-                "channels": channels,
-                "text": t.text,
-                "locked": t.locked,
-                "parameters": parameters,
-                "system_parameters": system_parameters,
+    answer_from(&state, caller.tenant(), move |domain| {
+        let templates: Vec<_> = domain
+            .templates
+            .values()
+            .map(|t| {
+                let channels: Vec<&str> =
+                    t.channels.iter().map(|c| channel::name(Channel::try_from(*c).unwrap_or_default())).collect();
+                let (parameters, system_parameters) = template::parameters(t);
+                serde_json::json!({
+                    "template_id": t.template_id,
+                    "name": t.name,
+                    "channels": channels,
+                    "text": t.text,
+                    "locked": t.locked,
+                    "parameters": parameters,
+                    "system_parameters": system_parameters,
+                })
             })
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "templates": templates })))
+            .collect();
+        Ok(serde_json::json!({ "templates": templates }))
+    })
+    .await
 }
 
 /// The workflows agents may start, with the parameters each needs.
 async fn list_workflows(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let domain = state.engine.domain_state(caller.tenant()).await?.unwrap_or_default();
-    let workflows: Vec<_> = domain
-        .workflows
-        .values()
-        .map(|w| serde_json::json!({ "workflow_id": w.workflow_id, "name": w.name, "parameters": w.parameters }))
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "workflows": workflows })))
+    answer_from(&state, caller.tenant(), move |domain| {
+        let workflows: Vec<_> = domain
+            .workflows
+            .values()
+            .map(|w| serde_json::json!({ "workflow_id": w.workflow_id, "name": w.name, "parameters": w.parameters }))
+            .collect();
+        Ok(serde_json::json!({ "workflows": workflows }))
+    })
+    .await
 }
 
 async fn list_agents(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let domain = state.engine.domain_state(caller.tenant()).await?.unwrap_or_default();
-    let agents: Vec<_> = domain.agents.iter().map(|(id, agent)| agent_summary(id, agent)).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "agents": agents })))
+    answer_from(&state, caller.tenant(), move |domain| {
+        let agents: Vec<_> = domain.agents.iter().map(|(id, agent)| agent_summary(id, agent)).collect();
+        Ok(serde_json::json!({ "agents": agents }))
+    })
+    .await
 }
 
 /// An agent as the transfer and conference dialogs list it: presence, and
@@ -436,49 +462,52 @@ fn agent_summary(id: &str, agent: &switchboard_domain::state::Agent) -> serde_js
 /// the WebSocket resumes (`?after=`) with nothing missed in between.
 async fn me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     use switchboard_domain::state::Role;
-    let agent_id = caller.agent()?;
-    let domain = state.engine.domain_state(caller.tenant()).await?.unwrap_or_default();
-    let agent = domain.agents.get(agent_id).ok_or_else(|| ApiError::NotFound(format!("agent {agent_id}")))?;
-    let conversations: Vec<_> = agent
-        .holdings
-        .iter()
-        .map(|(conversation_id, holding)| {
-            let (role, offer, wrap_up_since_ms) = match &holding.role {
-                Role::Offered(offer_id) => {
-                    let offer = domain.offers.get(offer_id).map(|o| {
-                        serde_json::json!({
-                            "offer_id": offer_id,
-                            "kind": offer_kind_name(o.kind),
-                            "deadline_ms": o.deadline_ms,
-                        })
-                    });
-                    ("offered", offer, None)
-                }
-                Role::Owner => ("owner", None, None),
-                Role::Invitee => ("invitee", None, None),
-                Role::WrapUp { since_ms, .. } => ("wrap_up", None, Some(*since_ms)),
-            };
-            let conversation = domain.conversations.get(conversation_id);
-            serde_json::json!({
-                "conversation_id": conversation_id,
-                "channel": channel::name(holding.channel),
-                "role": role,
-                "offer": offer,
-                "wrap_up_since_ms": wrap_up_since_ms,
-                "queue_id": conversation.map(|c| c.queue_id.as_str()),
-                "customer": conversation.map(|c| &c.customer),
-                "source": conversation.map(|c| c.source.as_str()),
-                "subject": conversation.map(|c| c.subject.as_str()),
-                "arrived_at_ms": conversation.map(|c| c.arrived_at_ms),
+    let agent_id = caller.agent()?.to_owned();
+    answer_from(&state, caller.tenant(), move |domain| {
+        let agent_id = agent_id.as_str();
+        let agent = domain.agents.get(agent_id).ok_or_else(|| ApiError::NotFound(format!("agent {agent_id}")))?;
+        let conversations: Vec<_> = agent
+            .holdings
+            .iter()
+            .map(|(conversation_id, holding)| {
+                let (role, offer, wrap_up_since_ms) = match &holding.role {
+                    Role::Offered(offer_id) => {
+                        let offer = domain.offers.get(offer_id).map(|o| {
+                            serde_json::json!({
+                                "offer_id": offer_id,
+                                "kind": offer_kind_name(o.kind),
+                                "deadline_ms": o.deadline_ms,
+                            })
+                        });
+                        ("offered", offer, None)
+                    }
+                    Role::Owner => ("owner", None, None),
+                    Role::Invitee => ("invitee", None, None),
+                    Role::WrapUp { since_ms, .. } => ("wrap_up", None, Some(*since_ms)),
+                };
+                let conversation = domain.conversations.get(conversation_id);
+                serde_json::json!({
+                    "conversation_id": conversation_id,
+                    "channel": channel::name(holding.channel),
+                    "role": role,
+                    "offer": offer,
+                    "wrap_up_since_ms": wrap_up_since_ms,
+                    "queue_id": conversation.map(|c| c.queue_id.as_str()),
+                    "customer": conversation.map(|c| &c.customer),
+                    "source": conversation.map(|c| c.source.as_str()),
+                    "subject": conversation.map(|c| c.subject.as_str()),
+                    "arrived_at_ms": conversation.map(|c| c.arrived_at_ms),
+                })
             })
-        })
-        .collect();
-    let mut me = agent_summary(agent_id, agent);
-    me["conversations"] = conversations.into();
-    me["wrap_up_reasons"] = domain.wrap_up_reasons.clone().into();
-    me["idle_reasons"] = domain.idle_reasons.clone().into();
-    me["sequence"] = domain.last_sequence.into();
-    Ok(HttpResponse::Ok().json(me))
+            .collect();
+        let mut me = agent_summary(agent_id, agent);
+        me["conversations"] = conversations.into();
+        me["wrap_up_reasons"] = domain.wrap_up_reasons.clone().into();
+        me["idle_reasons"] = domain.idle_reasons.clone().into();
+        me["sequence"] = domain.last_sequence.into();
+        Ok(me)
+    })
+    .await
 }
 
 /// `GET /v1/conversations/{id}`: the conversation as its interaction pane
@@ -489,50 +518,54 @@ async fn me(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
 /// told it does not exist, as for another tenant's.
 async fn conversation(state: Data, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     use switchboard_domain::state::ConversationStatus;
-    let domain = state.engine.domain_state(caller.tenant()).await?.unwrap_or_default();
-    let not_found = || ApiError::NotFound(format!("conversation {id}"));
-    let conversation = domain.conversations.get(id.as_str()).ok_or_else(not_found)?;
-    if let Ok(agent_id) = caller.agent() {
-        let takes_part = domain.agents.get(agent_id).is_some_and(|a| a.holdings.contains_key(id.as_str()));
-        if !takes_part {
-            return Err(not_found());
+    let id = id.into_inner();
+    let agent = caller.agent().ok().map(str::to_owned);
+    answer_from(&state, caller.tenant(), move |domain| {
+        let not_found = || ApiError::NotFound(format!("conversation {id}"));
+        let conversation = domain.conversations.get(id.as_str()).ok_or_else(not_found)?;
+        if let Some(agent_id) = agent.as_deref() {
+            let takes_part = domain.agents.get(agent_id).is_some_and(|a| a.holdings.contains_key(id.as_str()));
+            if !takes_part {
+                return Err(not_found());
+            }
         }
-    }
-    let thread: Vec<_> = conversation
-        .thread
-        .iter()
-        .map(|m| {
-            let receipts = m.agent_id.as_ref().and(conversation.agent_messages.get(&m.message_id));
-            serde_json::json!({
-                "message_id": m.message_id,
-                "from": if m.agent_id.is_some() { "agent" } else { "customer" },
-                "agent_id": m.agent_id,
-                "text": m.text,
-                "attachments": m.attachments,
-                "at_ms": m.at_ms,
-                "delivered": receipts.map(|r| r.delivered),
-                "read": receipts.map(|r| r.read),
+        let thread: Vec<_> = conversation
+            .thread
+            .iter()
+            .map(|m| {
+                let receipts = m.agent_id.as_ref().and(conversation.agent_messages.get(&m.message_id));
+                serde_json::json!({
+                    "message_id": m.message_id,
+                    "from": if m.agent_id.is_some() { "agent" } else { "customer" },
+                    "agent_id": m.agent_id,
+                    "text": m.text,
+                    "attachments": m.attachments,
+                    "at_ms": m.at_ms,
+                    "delivered": receipts.map(|r| r.delivered),
+                    "read": receipts.map(|r| r.read),
+                })
             })
-        })
-        .collect();
-    let status = match conversation.status {
-        ConversationStatus::Queued => "queued",
-        ConversationStatus::Offered(_) => "offered",
-        ConversationStatus::Active => "active",
-        ConversationStatus::Ended => "ended",
-    };
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "conversation_id": id.as_str(),
-        "channel": channel::name(conversation.channel),
-        "queue_id": conversation.queue_id,
-        "status": status,
-        "owner": conversation.owner,
-        "customer": conversation.customer,
-        "source": conversation.source,
-        "subject": conversation.subject,
-        "arrived_at_ms": conversation.arrived_at_ms,
-        "thread": thread,
-    })))
+            .collect();
+        let status = match conversation.status {
+            ConversationStatus::Queued => "queued",
+            ConversationStatus::Offered(_) => "offered",
+            ConversationStatus::Active => "active",
+            ConversationStatus::Ended => "ended",
+        };
+        Ok(serde_json::json!({
+            "conversation_id": id.as_str(),
+            "channel": channel::name(conversation.channel),
+            "queue_id": conversation.queue_id,
+            "status": status,
+            "owner": conversation.owner,
+            "customer": conversation.customer,
+            "source": conversation.source,
+            "subject": conversation.subject,
+            "arrived_at_ms": conversation.arrived_at_ms,
+            "thread": thread,
+        }))
+    })
+    .await
 }
 
 fn offer_kind_name(kind: OfferKind) -> &'static str {

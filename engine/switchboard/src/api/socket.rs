@@ -7,6 +7,8 @@ use serde::Deserialize;
 use switchboard_proto::v1::envelope::Event;
 use switchboard_proto::v1::Envelope;
 
+use switchboard_domain::state::ConversationStatus;
+
 use super::feed::{Arrival, Subscription};
 use super::{ApiError, ApiState, Caller, Data};
 
@@ -52,10 +54,16 @@ async fn arrival(state: &ApiState, domain: &str, conversation_id: &str) -> Optio
     if let Some(arrival) = state.feed.arrival(domain, conversation_id) {
         return Some(arrival);
     }
-    let domain_state = state.engine.domain_state(domain).await.ok()??;
-    let conversation = domain_state.conversations.get(conversation_id)?;
-    let arrival = Arrival::of(conversation);
-    if conversation.status != switchboard_domain::state::ConversationStatus::Ended {
+    let id = conversation_id.to_owned();
+    let (arrival, open) = state
+        .engine
+        .read(domain, move |domain| {
+            let conversation = domain?.conversations.get(&id)?;
+            Some((Arrival::of(conversation), conversation.status != ConversationStatus::Ended))
+        })
+        .await
+        .ok()??;
+    if open {
         state.feed.remember_arrival(domain, conversation_id, arrival.clone());
     }
     Some(arrival)
@@ -93,13 +101,17 @@ pub async fn agent_socket(
     let agent_id = caller.agent()?.to_owned();
     let tenant = caller.tenant().to_owned();
     // The conversations the agent holds now, so their later events reach it.
-    let (held, current_sequence) = match state.engine.domain_state(&tenant).await? {
-        Some(mut domain) => {
-            let held = domain.agents.remove(&agent_id).map(|agent| agent.holdings.into_keys().collect());
-            (held.unwrap_or_default(), domain.last_sequence)
-        }
-        None => (Vec::new(), 0),
-    };
+    let agent = agent_id.clone();
+    let (held, current_sequence) = state
+        .engine
+        .read(&tenant, move |domain| match domain {
+            Some(domain) => {
+                let held = domain.agents.get(&agent).map(|a| a.holdings.keys().cloned().collect::<Vec<_>>());
+                (held.unwrap_or_default(), domain.last_sequence)
+            }
+            None => (Vec::new(), 0),
+        })
+        .await?;
     let subscription = state
         .feed
         .subscribe(&tenant, &agent_id, held, resume.after, current_sequence)
