@@ -307,25 +307,18 @@ fn decide(out: &mut Emitter, command: &C) -> Result<(), Rejection> {
             out.emit(Event::IdleReasonsConfigured(IdleReasonsConfigured { reasons: c.reasons.clone() }))
         }
         C::ConfigureTemplates(c) => {
-            let mut ids = std::collections::BTreeSet::new();
             for template in &c.templates {
                 crate::template::validate(template).map_err(Rejection::Invalid)?;
-                if !ids.insert(&template.template_id) {
-                    return Err(Rejection::Invalid(format!("template {} is listed twice", template.template_id)));
-                }
             }
+            listed_once("template", c.templates.iter().map(|t| &t.template_id))?;
             out.emit(Event::TemplatesConfigured(TemplatesConfigured { templates: c.templates.clone() }))
         }
         C::ConfigureWorkflows(c) => {
-            let mut ids = std::collections::BTreeSet::new();
-            for workflow in &c.workflows {
-                if workflow.workflow_id.is_empty() || workflow.parameters.iter().any(String::is_empty) {
-                    return Err(Rejection::Invalid("a workflow needs an id, and its parameters names".into()));
-                }
-                if !ids.insert(&workflow.workflow_id) {
-                    return Err(Rejection::Invalid(format!("workflow {} is listed twice", workflow.workflow_id)));
-                }
+            let named = |w: &Workflow| !w.workflow_id.is_empty() && !w.parameters.iter().any(String::is_empty);
+            if !c.workflows.iter().all(named) {
+                return Err(Rejection::Invalid("a workflow needs an id, and its parameters names".into()));
             }
+            listed_once("workflow", c.workflows.iter().map(|w| &w.workflow_id))?;
             out.emit(Event::WorkflowsConfigured(WorkflowsConfigured { workflows: c.workflows.clone() }))
         }
         C::ConfigureRetention(c) => {
@@ -591,6 +584,17 @@ fn owed_wrap_up<'a>(
             conversation_id: conversation_id.to_owned(),
         }),
     }
+}
+
+/// Refuses a configured list that names one `what` twice.
+fn listed_once<'a>(what: &str, ids: impl Iterator<Item = &'a String>) -> Result<(), Rejection> {
+    let mut seen = std::collections::BTreeSet::new();
+    for id in ids {
+        if !seen.insert(id) {
+            return Err(Rejection::Invalid(format!("{what} {id} is listed twice")));
+        }
+    }
+    Ok(())
 }
 
 /// Attachments name their file and where its bytes are; an image shown

@@ -372,17 +372,16 @@ pub fn changes_nothing(state: &DomainState, command: &Command) -> bool {
         Some(C::ConfigureWrapUpReasons(c)) => state.wrap_up_reasons == c.reasons,
         Some(C::ConfigureIdleReasons(c)) => state.idle_reasons == c.reasons,
         Some(C::ConfigureRetention(c)) => state.closed_retention_ms == c.closed_conversation_ms,
-        // Kept by id, not in the order given: compare as such.
-        Some(C::ConfigureTemplates(c)) => {
-            state.templates.len() == c.templates.len()
-                && c.templates.iter().all(|t| state.templates.get(&t.template_id) == Some(t))
-        }
-        Some(C::ConfigureWorkflows(c)) => {
-            state.workflows.len() == c.workflows.len()
-                && c.workflows.iter().all(|w| state.workflows.get(&w.workflow_id) == Some(w))
-        }
+        Some(C::ConfigureTemplates(c)) => same_by_id(&state.templates, &c.templates, |t| &t.template_id),
+        Some(C::ConfigureWorkflows(c)) => same_by_id(&state.workflows, &c.workflows, |w| &w.workflow_id),
         _ => false,
     }
+}
+
+/// Whether `given` lists exactly what `kept` holds. The state keeps such
+/// lists by id, not in the order given, so they are compared as such.
+fn same_by_id<T: PartialEq>(kept: &BTreeMap<String, T>, given: &[T], id: impl Fn(&T) -> &String) -> bool {
+    kept.len() == given.len() && given.iter().all(|item| kept.get(id(item)) == Some(item))
 }
 
 /// Whether a command is configuration (may be given at every start).

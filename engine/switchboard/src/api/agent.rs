@@ -64,19 +64,15 @@ pub struct AttachmentRequest {
     pub inline: bool,
 }
 
-impl AttachmentRequest {
-    /// The attachments as the schema records them.
-    pub fn into_attachments(requests: Vec<AttachmentRequest>) -> Vec<Attachment> {
-        requests
-            .into_iter()
-            .map(|a| Attachment {
-                name: a.name,
-                content_type: a.content_type,
-                size_bytes: a.size_bytes,
-                url: a.url,
-                inline: a.inline,
-            })
-            .collect()
+impl From<AttachmentRequest> for Attachment {
+    fn from(a: AttachmentRequest) -> Attachment {
+        Attachment {
+            name: a.name,
+            content_type: a.content_type,
+            size_bytes: a.size_bytes,
+            url: a.url,
+            inline: a.inline,
+        }
     }
 }
 
@@ -206,7 +202,7 @@ impl AgentRequest {
                 conversation_id,
                 message_id,
                 text,
-                attachments: AttachmentRequest::into_attachments(attachments),
+                attachments: attachments.into_iter().map(Attachment::from).collect(),
                 template_id,
                 email: email.map(EmailRequest::headers).transpose()?,
                 template_parameters,

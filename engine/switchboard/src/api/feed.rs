@@ -145,8 +145,10 @@ impl Feed {
             // A new session was promised nothing from before its state.
             None => inner.since(tenant, start, current_sequence).unwrap_or_default(),
         };
-        let backlog =
-            kept.into_iter().filter(|e| e.event.as_ref().is_some_and(|event| interest.concerns(event))).collect();
+        let backlog = kept
+            .into_iter()
+            .filter(|e| e.event.as_ref().is_some_and(|event| interest.concerns(event, &touched(event))))
+            .collect();
         let (outbox, live) = mpsc::channel(SESSION_OUTBOX);
         let id = inner.next_session;
         inner.next_session += 1;
@@ -274,7 +276,9 @@ impl Sessions {
     /// [`Interest::concerns`]), so only those are asked.
     fn push(&mut self, envelope: &Arc<Envelope>) {
         let Some(event) = &envelope.event else { return };
-        let (conversation, agents) = touched(event);
+        let touched = touched(event);
+        let (conversation, agents) = &touched;
+        let conversation = *conversation;
         let mut asked: Vec<u64> = if matches!(event, Event::AnnouncementPosted(_)) {
             self.by_id.keys().copied().collect()
         } else {
@@ -292,7 +296,7 @@ impl Sessions {
             }
             let followed = |s: &Session| conversation.is_some_and(|c| s.interest.conversations.contains(c));
             let followed_before = followed(session);
-            let concerned = session.interest.concerns(event);
+            let concerned = session.interest.concerns(event, &touched);
             let followed_after = followed(session);
             if concerned && session.outbox.try_send(envelope.clone()).is_err() {
                 behind.push(id);
@@ -333,9 +337,12 @@ struct Interest {
 impl Interest {
     /// Whether `event` is pushed to the agent; follows the conversations
     /// the agent is offered until its part in them ends. Only events that
-    /// name the agent change what it follows.
-    fn concerns(&mut self, event: &Event) -> bool {
-        let (conversation, agents) = touched(event);
+    /// name the agent change what it follows. `touched` is the event's
+    /// conversation and named agents ([`touched`]), worked out once per
+    /// event by the caller rather than once per session asked.
+    fn concerns(&mut self, event: &Event, touched: &(Option<&str>, Vec<&str>)) -> bool {
+        let (conversation, agents) = touched;
+        let conversation = *conversation;
         let names_agent = agents.contains(&self.agent_id.as_str());
         if let Some(conversation) = conversation {
             match event {

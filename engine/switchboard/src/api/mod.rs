@@ -18,7 +18,7 @@ use std::sync::Arc;
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use switchboard_domain::{channel, template};
+use switchboard_domain::{channel, template, DomainState};
 use switchboard_proto::v1::command::Command as C;
 use switchboard_proto::v1::*;
 
@@ -29,7 +29,6 @@ pub use metrics::Metrics;
 
 use crate::backend::Backend;
 use crate::config::{Config, Principal, TokenIndex};
-use switchboard_domain::DomainState;
 
 /// What every handler shares.
 pub struct ApiState {
@@ -265,39 +264,50 @@ async fn inbound_message(
     body: web::Json<InboundMessage>,
 ) -> Result<HttpResponse, ApiError> {
     caller.supervisor()?;
-    let mut body = body.into_inner();
+    let InboundMessage {
+        channel,
+        address,
+        conversation_id,
+        sender_message_id,
+        customer,
+        subject,
+        cc,
+        text,
+        attachments,
+    } = body.into_inner();
     let tenant = caller.tenant();
-    let channel = parse_channel(&body.channel)?;
-    let queue_id = state.config.entry_point(tenant, channel, &body.address).ok_or_else(|| {
-        ApiError::NotFound(format!("no entry point for {} address {:?}", channel::name(channel), body.address))
+    let channel = parse_channel(&channel)?;
+    let queue_id = state.config.entry_point(tenant, channel, &address).ok_or_else(|| {
+        ApiError::NotFound(format!("no entry point for {} address {address:?}", channel::name(channel)))
     })?;
+    // A mail's headers as a mail connector gives them: the sender's id is
+    // its Message-ID, which the agent's reply answers (In-Reply-To).
+    let email = (channel == Channel::Email).then(|| EmailHeaders {
+        message_id: sender_message_id.clone(),
+        from: customer.email.clone(),
+        to: vec![address.clone()],
+        cc,
+        subject: subject.clone(),
+        ..Default::default()
+    });
     let command = C::ReceiveCustomerMessage(ReceiveCustomerMessage {
-        conversation_id: body.conversation_id.clone(),
+        message_id: format!("{conversation_id}/{sender_message_id}"),
+        conversation_id,
         channel: channel as i32,
         queue_id: queue_id.to_owned(),
         customer: Some(Customer {
-            name: body.customer.name.clone(),
-            email: body.customer.email.clone(),
-            number: body.customer.number.clone(),
+            name: customer.name,
+            email: customer.email,
+            number: customer.number,
             handle: String::new(),
         }),
-        source: body.address.clone(),
-        subject: body.subject.clone(),
+        source: address,
+        subject,
         priority: 0,
-        message_id: format!("{}/{}", body.conversation_id, body.sender_message_id),
-        external_id: body.sender_message_id.clone(),
-        text: body.text.clone(),
-        attachments: AttachmentRequest::into_attachments(std::mem::take(&mut body.attachments)),
-        // A mail's headers as a mail connector gives them: the sender's id
-        // is its Message-ID, which the agent's reply answers (In-Reply-To).
-        email: (channel == Channel::Email).then(|| EmailHeaders {
-            message_id: body.sender_message_id.clone(),
-            from: body.customer.email.clone(),
-            to: vec![body.address.clone()],
-            cc: body.cc.clone(),
-            subject: body.subject.clone(),
-            ..Default::default()
-        }),
+        external_id: sender_message_id,
+        text,
+        attachments: attachments.into_iter().map(Attachment::from).collect(),
+        email,
     });
     state.submit(&request, tenant, command).await
 }

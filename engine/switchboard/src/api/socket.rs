@@ -4,10 +4,9 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use switchboard_domain::state::ConversationStatus;
 use switchboard_proto::v1::envelope::Event;
 use switchboard_proto::v1::Envelope;
-
-use switchboard_domain::state::ConversationStatus;
 
 use super::feed::{Arrival, Subscription};
 use super::{ApiError, ApiState, Caller, Data};
