@@ -10,6 +10,7 @@ use serde::Serialize;
 use switchboard_proto::v1::OfferKind;
 
 use crate::state::{Conference, ConversationStatus, DomainState, Role};
+use crate::AgentId;
 
 /// A broken rule: the event (or state) that breaks an invariant, and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -154,13 +155,24 @@ impl DomainState {
             }
             Some(Conference::Joined { .. }) | None => {}
         }
-        // Every agent holding it must be accounted for by the conversation.
+        // Every agent holding it must be accounted for by the conversation,
+        // and every agent it names must hold it: routing relies on the names.
+        let named: Vec<&AgentId> = self.named_agents(conversation).collect();
+        if let Some(missing) = named.iter().find(|agent_id| self.role_of(agent_id, conversation_id).is_none()) {
+            return fail("every holder named", format!("names agent {missing}, who does not hold it"));
+        }
         let mut owners = 0;
         let mut routed_offers = 0;
         for (agent_id, agent) in &self.agents {
             let Some(holding) = agent.holdings.get(conversation_id) else {
                 continue;
             };
+            if !named.contains(&agent_id) {
+                return fail(
+                    "every holder named",
+                    format!("agent {agent_id} holds it, but it does not name the agent"),
+                );
+            }
             match &holding.role {
                 Role::Owner => owners += 1,
                 Role::Offered(offer_id) => {

@@ -107,6 +107,10 @@ pub(crate) fn choose_agent(
     let strategy = queue.strategy();
     let members = queue.members.len().max(1) as i64;
     let last_offered = queue.last_offered.as_ref().and_then(|last| queue.members.iter().position(|m| m == last));
+    // Who already takes part, from the conversation's few names: searching
+    // each free member's holdings instead cost most of routing's time.
+    let taking_part: Vec<&AgentId> =
+        state.conversations.get(conversation_id).map(|c| state.named_agents(c).collect()).unwrap_or_default();
     let mut candidates: Vec<Candidate> = members_with_agents(state, queue)
         .map(|(position, agent_id, agent)| {
             let (load, capacity) = (agent.load(channel), agent.capacity(channel));
@@ -114,7 +118,7 @@ pub(crate) fn choose_agent(
                 Some(PassedOverReason::NotAvailable)
             } else if load >= capacity {
                 Some(PassedOverReason::NoCapacity)
-            } else if agent.holdings.contains_key(conversation_id) {
+            } else if taking_part.contains(&agent_id) {
                 Some(PassedOverReason::AlreadyParticipating)
             } else {
                 None
@@ -200,6 +204,25 @@ mod tests {
         assert_eq!(decision.chosen_free_since_ms, 1_000);
         let reasons: Vec<_> = decision.passed_over.iter().map(|p| (p.agent_id.as_str(), p.reason())).collect();
         assert_eq!(reasons, [("amy", PassedOverReason::ShorterIdleTime), ("cid", PassedOverReason::NotAvailable)]);
+    }
+
+    #[test]
+    fn an_agent_owing_a_wrap_up_is_not_offered_the_conversation_again_even_with_room() {
+        use crate::tests::QUEUE_CHAT_REQUEUE;
+        use switchboard_proto::v1::transfer;
+        let mut f = Fixture::new(RoutingStrategy::LongestAvailable);
+        f.agent("amy", 2).available("amy", 0).agent("bob", 1);
+        f.owns("amy", "c1", QUEUE_CHAT);
+        f.transfer("amy", "c1", transfer::Target::ToQueueId(QUEUE_CHAT_REQUEUE.into())).unwrap();
+        // Amy is free the longest and has room, but owes c1 a wrap-up: it waits for bob.
+        assert!(f.state.agents["amy"].can_take(switchboard_proto::v1::Channel::Webchat));
+        assert_eq!(f.place("c1"), crate::state::Place::Queued);
+        f.available("bob", 10_000);
+        let offer = f.offered();
+        assert_eq!(offer.agent_id, "bob");
+        let passed: Vec<_> =
+            offer.decision.unwrap().passed_over.iter().map(|p| (p.agent_id.clone(), p.reason())).collect();
+        assert_eq!(passed, [("amy".to_string(), PassedOverReason::AlreadyParticipating)]);
     }
 
     #[test]

@@ -359,6 +359,23 @@ impl DomainState {
         }
     }
 
+    /// The agents a conversation names as taking part in it: its owner, the
+    /// agent of its open offer, its conference's invitee and whoever owes it
+    /// a wrap-up. The invariants hold these to be exactly the agents holding
+    /// it, so routing asks the conversation (a handful of names) instead of
+    /// searching every candidate's holdings.
+    pub fn named_agents<'a>(&'a self, conversation: &'a Conversation) -> impl Iterator<Item = &'a AgentId> + 'a {
+        let offered = match &conversation.status {
+            ConversationStatus::Offered(offer_id) => self.offers.get(offer_id).map(|offer| &offer.agent_id),
+            _ => None,
+        };
+        let invitee = match &conversation.conference {
+            Some(Conference::Requested { invitee, .. } | Conference::Joined { invitee }) => Some(invitee),
+            None => None,
+        };
+        conversation.owner.iter().chain(offered).chain(invitee).chain(&conversation.wrapping_up)
+    }
+
     /// How many conversations are in each place.
     pub fn places(&self) -> BTreeMap<Place, usize> {
         let mut counts = BTreeMap::new();
