@@ -303,7 +303,7 @@ impl Engine {
 
     async fn route(&self, command: Command, mode: Mode) -> Result<Vec<Envelope>, SubmitError> {
         let shard = &self.inner.shards[shard_of(&command.domain, self.inner.shards.len())];
-        answer(shard.addr.send(Submit { command, mode }).await).await
+        Submit::hand_over(&shard.addr, command, mode).await.await.map_err(stopped)?
     }
 
     /// Decides `commands` in order, then waits for them all: their appends
@@ -313,11 +313,11 @@ impl Engine {
         for command in commands {
             let command_id = command.command_id.clone();
             let shard = &self.inner.shards[shard_of(&command.domain, self.inner.shards.len())];
-            decided.push((command_id, shard.addr.send(Submit { command, mode }).await));
+            decided.push((command_id, Submit::hand_over(&shard.addr, command, mode).await));
         }
         let mut results = Vec::new();
         for (command_id, sent) in decided {
-            results.push((command_id, answer(sent).await));
+            results.push((command_id, sent.await.map_err(stopped).and_then(|answer| answer)));
         }
         results
     }
@@ -462,13 +462,16 @@ mod tests {
         }
     }
 
-    fn slow_shard(fail: bool) -> (Shard, Arc<AtomicUsize>, GroupCommitter<Slow<EmbeddedJournal>>, tempfile::TempDir) {
+    fn slow_shard(
+        fail: bool,
+        mailbox_capacity: usize,
+    ) -> (Shard, Arc<AtomicUsize>, GroupCommitter<Slow<EmbeddedJournal>>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = EmbeddedJournal::open(dir.path(), JournalOptions::default()).unwrap();
         let appends = Arc::new(AtomicUsize::new(0));
         let committer = GroupCommitter::spawn(Slow { inner: journal, appends: appends.clone(), fail });
         let (subscribers, _) = broadcast::channel(1024);
-        let options = EngineOptions::new(dir.path());
+        let options = EngineOptions { mailbox_capacity, ..EngineOptions::new(dir.path()) };
         let timers = Arbiter::new();
         let shared = Shared {
             options: &options,
@@ -484,13 +487,12 @@ mod tests {
     #[actix_rt::test]
     async fn commands_decided_while_earlier_ones_are_written_share_the_next_append() {
         // given a shard whose journal takes 50 ms per append
-        let (shard, appends, committer, _dir) = slow_shard(false);
+        let (shard, appends, committer, _dir) = slow_shard(false, 1024);
 
         // when 20 commands arrive at once
         let mut pending = Vec::new();
         for i in 0..20 {
-            let sent = shard.addr.send(Submit { command: configure_queue(&format!("c{i}")), mode: Mode::Normal });
-            pending.push(sent.await.unwrap());
+            pending.push(Submit::hand_over(&shard.addr, configure_queue(&format!("c{i}")), Mode::Normal).await);
         }
         let mut sequences = Vec::new();
         for p in pending {
@@ -504,16 +506,46 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn a_command_handed_to_a_full_mailbox_waits_for_room_and_is_answered_in_turn() {
+        // given a shard with room for one message, held up by a read on its thread
+        let (shard, _appends, _committer, _dir) = slow_shard(false, 1);
+        let held = Duration::from_millis(300);
+        shard.addr.do_send(States {
+            domain: None,
+            view: Box::new(move |_| {
+                std::thread::sleep(held);
+                Box::new(())
+            }),
+        });
+        let started = std::time::Instant::now();
+
+        // when more commands are handed over than the mailbox holds
+        let mut pending = Vec::new();
+        // (more than actix's default of 16 too, in case the shard has not yet set its own)
+        for i in 0..40 {
+            pending.push(Submit::hand_over(&shard.addr, configure_queue(&format!("c{i}")), Mode::Normal).await);
+        }
+
+        // then handing them over waited for the shard, and each is answered, in order
+        assert!(started.elapsed() >= held / 2, "handed over in {:?}", started.elapsed());
+        let mut sequences = Vec::new();
+        for p in pending {
+            sequences.extend(p.await.unwrap().unwrap().iter().map(|e| e.sequence));
+        }
+        assert_eq!(sequences, (1..=40).collect::<Vec<u64>>());
+    }
+
+    #[actix_rt::test]
     async fn a_failed_append_takes_the_shard_out_of_service() {
         // given a shard whose journal fails every append
-        let (shard, appends, _committer, _dir) = slow_shard(true);
+        let (shard, appends, _committer, _dir) = slow_shard(true, 1024);
 
         // when a command is submitted, its caller hears of the failure, not of events
-        let first = answer(shard.addr.send(Submit { command: configure_queue("a"), mode: Mode::Normal }).await).await;
+        let first = Submit::hand_over(&shard.addr, configure_queue("a"), Mode::Normal).await.await.unwrap();
         assert!(matches!(first, Err(SubmitError::Unavailable(Outage::JournalFailed(_)))), "{first:?}");
 
         // then later commands are refused without being decided or written
-        let second = answer(shard.addr.send(Submit { command: configure_queue("b"), mode: Mode::Normal }).await).await;
+        let second = Submit::hand_over(&shard.addr, configure_queue("b"), Mode::Normal).await.await.unwrap();
         assert!(matches!(second, Err(SubmitError::Unavailable(Outage::JournalFailed(_)))), "{second:?}");
         assert_eq!(appends.load(Ordering::SeqCst), 1);
     }

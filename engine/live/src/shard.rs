@@ -10,7 +10,8 @@ use std::any::Any;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{mpsc, Arc, OnceLock};
 
-use actix::{Actor, Context, Handler, Message, MessageResult};
+use actix::dev::SendError;
+use actix::{Actor, Addr, Context, Handler, Message, MessageResult};
 use switchboard_domain::{Command, DomainState, Envelope, Rejection, Violation};
 use switchboard_journal::JournalError;
 use switchboard_proto::v1::command::Command as C;
@@ -136,14 +137,34 @@ pub enum Mode {
 /// What an answer waits on: the writer's completion.
 pub(crate) type Pending<T> = oneshot::Receiver<Result<T, SubmitError>>;
 
-/// Decide a command.
+/// Decide a command; the answer goes to `reply` once its events are durable.
+///
+/// The answer has its own channel rather than being the message's result:
+/// a result would wake the caller's thread once when the shard takes the
+/// command and again when the answer is durable, and each wake of another
+/// thread is a system call on both sides. Use [`Submit::hand_over`].
 pub(crate) struct Submit {
     pub(crate) command: Command,
     pub(crate) mode: Mode,
+    reply: oneshot::Sender<Result<Vec<Envelope>, SubmitError>>,
 }
 
 impl Message for Submit {
-    type Result = Pending<Vec<Envelope>>;
+    type Result = ();
+}
+
+impl Submit {
+    /// Hands `command` to `shard` and returns where its answer will come.
+    /// Waits only while the shard's mailbox is full; a stopped shard drops
+    /// the command, and the answer's channel then reports it gone.
+    pub(crate) async fn hand_over(shard: &Addr<ShardActor>, command: Command, mode: Mode) -> Pending<Vec<Envelope>> {
+        let (reply, pending) = oneshot::channel();
+        if let Err(SendError::Full(submit)) = shard.try_send(Submit { command, mode, reply }) {
+            // `send` waits for room (and, only then, for the shard to take it).
+            let _ = shard.send(submit).await;
+        }
+        pending
+    }
 }
 
 /// What a read takes from the chosen states, on the shard's thread, so
@@ -405,10 +426,10 @@ impl Actor for ShardActor {
 }
 
 impl Handler<Submit> for ShardActor {
-    type Result = MessageResult<Submit>;
+    type Result = ();
 
     fn handle(&mut self, msg: Submit, _: &mut Context<Self>) -> Self::Result {
-        let (reply, pending) = oneshot::channel();
+        let reply = msg.reply;
         match self.decide(msg.command, msg.mode) {
             Err(outage) => {
                 let _ = reply.send(Err(SubmitError::Unavailable(outage)));
@@ -432,7 +453,6 @@ impl Handler<Submit> for ShardActor {
                 self.decided(count);
             }
         }
-        MessageResult(pending)
     }
 }
 

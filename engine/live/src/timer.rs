@@ -168,9 +168,10 @@ pub(crate) async fn run_timers(mut arms: mpsc::UnboundedReceiver<Due>, shard: Ad
                 while queue.first().is_some_and(|due| due.deadline_ms <= now) {
                     let due = queue.pop_first().expect("checked above");
                     let command = due.command(now);
-                    let Ok(pending) = shard.send(Submit { command, mode: Mode::Normal }).await else {
+                    if !shard.connected() {
                         return; // The shard stopped.
-                    };
+                    }
+                    let pending = Submit::hand_over(&shard, command, Mode::Normal).await;
                     // The reply comes after the append; the queue must not wait for it.
                     actix::spawn(async move {
                         if let Ok(Err(e)) = pending.await {
