@@ -106,7 +106,13 @@ pub(crate) fn choose_agent(
     let channel = queue.channel();
     let strategy = queue.strategy();
     let members = queue.members.len().max(1) as i64;
-    let last_offered = queue.last_offered.as_ref().and_then(|last| queue.members.iter().position(|m| m == last));
+    // Only turns need it, and finding it compares the name with every member.
+    let last_offered = match strategy {
+        RoutingStrategy::RoundRobin => {
+            queue.last_offered.as_ref().and_then(|last| queue.members.iter().position(|m| m == last))
+        }
+        _ => None,
+    };
     // Who already takes part, from the conversation's few names: searching
     // each free member's holdings instead cost most of routing's time.
     let taking_part: Vec<&AgentId> =
