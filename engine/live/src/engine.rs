@@ -294,21 +294,25 @@ impl Engine {
     /// clock; any time is moved up to the domain's last event if earlier.
     /// A command id the domain has seen recently is answered with the
     /// original events, not executed again.
-    pub async fn submit(&self, command: Command) -> Result<Vec<Envelope>, SubmitError> {
+    pub async fn submit(&self, command: Command) -> Result<Vec<Arc<Envelope>>, SubmitError> {
         if !self.inner.accepting.load(Ordering::SeqCst) {
             return Err(SubmitError::Unavailable(Outage::Stopped));
         }
         self.route(command, Mode::Normal).await
     }
 
-    async fn route(&self, command: Command, mode: Mode) -> Result<Vec<Envelope>, SubmitError> {
+    async fn route(&self, command: Command, mode: Mode) -> Result<Vec<Arc<Envelope>>, SubmitError> {
         let shard = &self.inner.shards[shard_of(&command.domain, self.inner.shards.len())];
         Submit::hand_over(&shard.addr, command, mode).await.await.map_err(stopped)?
     }
 
     /// Decides `commands` in order, then waits for them all: their appends
     /// are grouped instead of costing an fsync each.
-    async fn route_all(&self, commands: Vec<Command>, mode: Mode) -> Vec<(String, Result<Vec<Envelope>, SubmitError>)> {
+    async fn route_all(
+        &self,
+        commands: Vec<Command>,
+        mode: Mode,
+    ) -> Vec<(String, Result<Vec<Arc<Envelope>>, SubmitError>)> {
         let mut decided = Vec::new();
         for command in commands {
             let command_id = command.command_id.clone();

@@ -146,7 +146,7 @@ pub(crate) type Pending<T> = oneshot::Receiver<Result<T, SubmitError>>;
 pub(crate) struct Submit {
     pub(crate) command: Command,
     pub(crate) mode: Mode,
-    reply: oneshot::Sender<Result<Vec<Envelope>, SubmitError>>,
+    reply: oneshot::Sender<Result<Vec<Arc<Envelope>>, SubmitError>>,
 }
 
 impl Message for Submit {
@@ -157,7 +157,11 @@ impl Submit {
     /// Hands `command` to `shard` and returns where its answer will come.
     /// Waits only while the shard's mailbox is full; a stopped shard drops
     /// the command, and the answer's channel then reports it gone.
-    pub(crate) async fn hand_over(shard: &Addr<ShardActor>, command: Command, mode: Mode) -> Pending<Vec<Envelope>> {
+    pub(crate) async fn hand_over(
+        shard: &Addr<ShardActor>,
+        command: Command,
+        mode: Mode,
+    ) -> Pending<Vec<Arc<Envelope>>> {
         let (reply, pending) = oneshot::channel();
         if let Err(SendError::Full(submit)) = shard.try_send(Submit { command, mode, reply }) {
             // `send` waits for room (and, only then, for the shard to take it).
@@ -442,9 +446,7 @@ impl Handler<Submit> for ShardActor {
                     done: Box::new(move |written| {
                         let result = match written {
                             Err(e) => Err(SubmitError::Unavailable(Outage::JournalFailed(e))),
-                            Ok(_) => answer
-                                .map(|events| events.iter().map(|e| Envelope::clone(e)).collect())
-                                .map_err(SubmitError::Rejected),
+                            Ok(_) => answer.map_err(SubmitError::Rejected),
                         };
                         let _ = reply.send(result);
                     }),

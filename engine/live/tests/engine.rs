@@ -94,7 +94,7 @@ fn folded(dir: &Path) -> String {
     serde_json::to_string(&states).unwrap()
 }
 
-fn offered(events: &[Envelope]) -> Option<&ConversationOffered> {
+fn offered(events: &[Arc<Envelope>]) -> Option<&ConversationOffered> {
     events.iter().find_map(|e| match &e.event {
         Some(Event::ConversationOffered(o)) => Some(o),
         _ => None,
@@ -132,7 +132,7 @@ async fn the_reply_comes_only_after_the_events_are_durable() {
         for event in &events {
             assert!(written.contains(event), "{} not durable before the reply", event.event_id);
             // and subscribers receive them too
-            assert_eq!(*published.recv().await.unwrap(), *event);
+            assert_eq!(published.recv().await.unwrap(), *event);
         }
     }
     engine.shutdown().await.unwrap();
@@ -185,7 +185,7 @@ async fn the_same_command_id_twice_is_executed_once() {
     let first = first.unwrap();
     assert_eq!(first, second.unwrap());
     assert_eq!(first, third);
-    let written: Vec<_> = journal(dir.path()).into_iter().filter(|e| e.command_id == "m1").collect();
+    let written: Vec<_> = journal(dir.path()).into_iter().filter(|e| e.command_id == "m1").map(Arc::new).collect();
     assert_eq!(written, first);
     engine.shutdown().await.unwrap();
 

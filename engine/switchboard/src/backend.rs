@@ -75,11 +75,11 @@ impl Backend {
     }
 
     /// Has `command` decided; its events once they are durable in the log.
-    pub async fn submit(&self, command: Command) -> Result<Vec<Envelope>, ApiError> {
+    pub async fn submit(&self, command: Command) -> Result<Vec<Arc<Envelope>>, ApiError> {
         match self {
             Backend::Embedded(engine) => Ok(engine.submit(command).await?),
             Backend::Kafka { edge, .. } => match edge.submit(command).await {
-                Ok(Outcome::Decided(events)) => Ok(events),
+                Ok(Outcome::Decided(events)) => Ok(events.into_iter().map(Arc::new).collect()),
                 Ok(Outcome::Refused { code, message }) => Err(ApiError::Refused { code, message }),
                 Err(EdgeError::Unavailable(reason)) => Err(ApiError::Unavailable(reason)),
             },

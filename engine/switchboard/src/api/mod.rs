@@ -83,7 +83,7 @@ impl ApiState {
 /// more than the decision itself.
 #[derive(serde::Serialize)]
 struct Events<'a> {
-    events: &'a [Envelope],
+    events: &'a [Arc<Envelope>],
 }
 
 /// The authenticated caller, from `Authorization: Bearer <token>`.

@@ -217,7 +217,7 @@ async fn take_commands(
 struct Reply<'a> {
     reply_to: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    events: Option<&'a [Envelope]>,
+    events: Option<&'a [std::sync::Arc<Envelope>]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<serde_json::Value>,
 }
