@@ -196,6 +196,12 @@ impl Edge {
         self.inner.states.read().unwrap().clone()
     }
 
+    /// What `view` takes from each domain's state, by domain, without
+    /// copying the rest.
+    pub fn read_all<T>(&self, view: impl Fn(&str, &DomainState) -> T) -> Vec<(String, T)> {
+        self.inner.states.read().unwrap().iter().map(|(domain, state)| (domain.clone(), view(domain, state))).collect()
+    }
+
     /// What `view` takes from one domain's state (`None` if it has no
     /// events yet), without copying the rest.
     pub fn read<T>(&self, domain: &str, view: impl FnOnce(Option<&DomainState>) -> T) -> T {

@@ -346,6 +346,26 @@ impl Engine {
         Ok(states)
     }
 
+    /// What `view` takes from each domain's state, by domain, as of a moment
+    /// at which all each shard holds is durable. The view runs on the
+    /// domains' shards, so only what it returns is copied (the metrics'
+    /// gauges read every domain on every scrape).
+    pub async fn read_all<T: Send + 'static>(
+        &self,
+        view: impl Fn(&str, &DomainState) -> T + Clone + Send + 'static,
+    ) -> Result<Vec<(String, T)>, SubmitError> {
+        let mut all = Vec::new();
+        for shard in &self.inner.shards {
+            let view = view.clone();
+            let taken = move |chosen: Vec<(&String, &DomainState)>| {
+                chosen.into_iter().map(|(domain, state)| (domain.clone(), view(domain, state))).collect::<Vec<_>>()
+            };
+            all.extend(read_shard(&shard.addr, None, taken).await?);
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(all)
+    }
+
     /// A copy of one domain's state (see [`states`](Self::states)), `None`
     /// if it has no events yet.
     pub async fn domain_state(&self, domain: &str) -> Result<Option<DomainState>, SubmitError> {

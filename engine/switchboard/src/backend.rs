@@ -102,6 +102,18 @@ impl Backend {
         }
     }
 
+    /// What `view` takes from each domain's state, by domain: only that is
+    /// copied.
+    pub async fn read_all<T: Send + 'static>(
+        &self,
+        view: impl Fn(&str, &DomainState) -> T + Clone + Send + 'static,
+    ) -> Result<Vec<(String, T)>, ApiError> {
+        match self {
+            Backend::Embedded(engine) => Ok(engine.read_all(view).await?),
+            Backend::Kafka { edge, .. } => Ok(edge.read_all(view)),
+        }
+    }
+
     /// What `view` takes from one domain's state (`None` if it has no
     /// events yet): only that is copied, which matters for a large tenant.
     pub async fn read<T: Send + 'static>(

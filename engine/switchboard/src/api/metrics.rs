@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix_web::HttpResponse;
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use switchboard_domain::{channel, event_name};
+use switchboard_domain::{channel, event_name, DomainState};
 use switchboard_proto::v1::envelope::Event;
 use switchboard_proto::v1::{Envelope, OfferKind};
 use tokio::sync::broadcast;
@@ -134,32 +134,54 @@ fn per_domain<'a, T>(handles: &'a mut HashMap<String, T>, domain: &str, make: im
     handles.get_mut(domain).expect("inserted above")
 }
 
+/// One domain's gauges, taken on its shard: a scrape copies these figures,
+/// not the domain's state (every conversation, with its thread).
+#[derive(Debug, PartialEq)]
+struct DomainGauges {
+    /// Per queue: how many conversations wait, and when the oldest arrived.
+    queues: Vec<(String, usize, Option<i64>)>,
+    /// Agents by state, every state listed.
+    agents: BTreeMap<&'static str, u32>,
+    /// Conversations held by agents (offers, active, wrap-ups), by channel.
+    loads: Vec<(&'static str, u32)>,
+}
+
+fn gauges_of(state: &DomainState) -> DomainGauges {
+    let queues = state
+        .queues
+        .iter()
+        .map(|(queue_id, queue)| {
+            (queue_id.clone(), queue.waiting.len(), queue.waiting.iter().map(|k| k.arrived_at_ms).min())
+        })
+        .collect();
+    let mut agents: BTreeMap<&'static str, u32> =
+        ["logged_out", "available", "idle", "rona"].into_iter().map(|s| (s, 0)).collect();
+    for agent in state.agents.values() {
+        *agents.entry(super::status_name(agent.status)).or_default() += 1;
+    }
+    let loads =
+        channel::ALL.into_iter().map(|c| (channel::name(c), state.agents.values().map(|a| a.load(c)).sum())).collect();
+    DomainGauges { queues, agents, loads }
+}
+
 /// `GET /metrics`.
 pub async fn scrape(state: Data) -> HttpResponse {
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    let Ok(states) = state.engine.states().await else {
+    let Ok(domains) = state.engine.read_all(|_, domain_state| gauges_of(domain_state)).await else {
         return HttpResponse::ServiceUnavailable().body("engine unavailable");
     };
-    for (domain, domain_state) in states {
-        for (queue_id, queue) in &domain_state.queues {
-            let labels = [("domain", domain.clone()), ("queue", queue_id.clone())];
-            gauge!("switchboard_queue_depth", &labels).set(queue.waiting.len() as f64);
-            let oldest = queue.waiting.iter().map(|k| k.arrived_at_ms).min();
+    for (domain, gauges) in domains {
+        for (queue_id, depth, oldest) in gauges.queues {
+            let labels = [("domain", domain.clone()), ("queue", queue_id)];
+            gauge!("switchboard_queue_depth", &labels).set(depth as f64);
             gauge!("switchboard_queue_oldest_wait_seconds", &labels)
                 .set(oldest.map_or(0.0, |at| (now_ms - at).max(0) as f64 / 1000.0));
         }
-        let mut by_state: BTreeMap<&str, u32> =
-            ["logged_out", "available", "idle", "rona"].into_iter().map(|s| (s, 0)).collect();
-        for agent in domain_state.agents.values() {
-            *by_state.entry(super::status_name(agent.status)).or_default() += 1;
-        }
-        for (status, count) in by_state {
+        for (status, count) in gauges.agents {
             gauge!("switchboard_agents", "domain" => domain.clone(), "state" => status).set(f64::from(count));
         }
-        for c in channel::ALL {
-            let load: u32 = domain_state.agents.values().map(|a| a.load(c)).sum();
-            gauge!("switchboard_agent_load", "domain" => domain.clone(), "channel" => channel::name(c))
-                .set(f64::from(load));
+        for (channel, load) in gauges.loads {
+            gauge!("switchboard_agent_load", "domain" => domain.clone(), "channel" => channel).set(f64::from(load));
         }
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.handle.render())
@@ -173,6 +195,51 @@ mod tests {
 
     fn envelope(domain: &str, at_ms: i64, event: envelope::Event) -> Envelope {
         Envelope { domain: domain.into(), at_ms, event: Some(event), ..Default::default() }
+    }
+
+    #[test]
+    fn a_domain_gauges_count_its_queues_agents_and_loads() {
+        use switchboard_domain::state::{Agent, Queue, WaitingKey};
+        use switchboard_proto::v1::{AgentStatus, Channel};
+        // given a domain with a queue of two, an empty one, and three agents holding some conversations
+        let mut state = DomainState::new("acme");
+        let waiting = |at: i64, id: &str| WaitingKey {
+            neg_priority: 0,
+            arrived_at_ms: at,
+            created_sequence: at as u64,
+            conversation_id: id.into(),
+        };
+        let queue = |keys: Vec<WaitingKey>| Queue {
+            config: Default::default(),
+            waiting: keys.into_iter().collect(),
+            members: Default::default(),
+            last_offered: None,
+        };
+        state.queues.insert("chat".into(), queue(vec![waiting(5_000, "c1"), waiting(3_000, "c2")]));
+        state.queues.insert("mail".into(), queue(vec![]));
+        let agent = |status: AgentStatus, loads: &[(Channel, u32)]| Agent {
+            name: String::new(),
+            capacities: Default::default(),
+            queues: Default::default(),
+            status,
+            idle_reason: String::new(),
+            free_since_ms: 0,
+            holdings: Default::default(),
+            loads: loads.iter().map(|(c, n)| (*c as i32, *n)).collect(),
+        };
+        state.agents.insert("a1".into(), agent(AgentStatus::Available, &[(Channel::Webchat, 2)]));
+        state.agents.insert("a2".into(), agent(AgentStatus::Idle, &[(Channel::Webchat, 1), (Channel::Email, 1)]));
+        state.agents.insert("a3".into(), agent(AgentStatus::Rona, &[]));
+
+        // when its gauges are taken
+        let gauges = gauges_of(&state);
+
+        // then each queue has its depth and oldest arrival, every agent state is listed, and loads add up per channel
+        assert_eq!(gauges.queues, [("chat".to_string(), 2, Some(3_000)), ("mail".to_string(), 0, None)]);
+        let agents: Vec<_> = gauges.agents.into_iter().collect();
+        assert_eq!(agents, [("available", 1), ("idle", 1), ("logged_out", 0), ("rona", 1)]);
+        let load = |name: &str| gauges.loads.iter().find(|(c, _)| *c == name).map(|(_, n)| *n);
+        assert_eq!((load("webchat"), load("email"), load("sms")), (Some(3), Some(1), Some(0)));
     }
 
     #[test]
