@@ -162,10 +162,27 @@ impl Feed {
         self.lock().arrivals.get(&(domain.to_owned(), conversation_id.to_owned())).cloned()
     }
 
-    /// Keeps how an open conversation that arrived before this process
-    /// started arrived, unless the feed already has it.
-    pub(super) fn remember_arrival(&self, domain: &str, conversation_id: &str, arrival: Arrival) {
-        self.lock().arrivals.entry((domain.to_owned(), conversation_id.to_owned())).or_insert(arrival);
+    /// Keeps how a conversation that arrived before this process started
+    /// arrived, as read from a state in which it was open at `as_of`, unless
+    /// the feed already has it or has kept its end since: an ending the
+    /// keeper passed before this call would otherwise leave the arrival kept
+    /// for good.
+    pub(super) fn remember_arrival(&self, domain: &str, conversation_id: &str, arrival: Arrival, as_of: u64) {
+        let mut inner = self.lock();
+        let ring = inner.rings.get(domain);
+        let kept_after = ring.and_then(|ring| ring.back()).is_some_and(|last| last.sequence > as_of);
+        if kept_after {
+            // Unless every event after `as_of` is still kept, the end may be among those let go.
+            let ring = ring.expect("has a last event");
+            let complete = ring.front().is_some_and(|first| first.sequence <= as_of + 1);
+            let ended = ring.iter().rev().take_while(|e| e.sequence > as_of).any(
+                |e| matches!(&e.event, Some(Event::ConversationEnded(end)) if end.conversation_id == conversation_id),
+            );
+            if !complete || ended {
+                return;
+            }
+        }
+        inner.arrivals.entry((domain.to_owned(), conversation_id.to_owned())).or_insert(arrival);
     }
 }
 
@@ -531,6 +548,50 @@ mod tests {
         // and bo still gets events
         keep(&feed, Event::AnnouncementPosted(AnnouncementPosted::default()));
         assert_eq!(received(&mut bo).len(), 1);
+    }
+
+    #[test]
+    fn an_arrival_read_before_its_conversation_ended_is_not_kept_once_the_end_is() {
+        let arrival = || Arrival {
+            channel: "webchat",
+            customer: Default::default(),
+            source: String::new(),
+            subject: String::new(),
+            arrived_at_ms: 0,
+        };
+        let ended = |conversation: &str| {
+            Event::ConversationEnded(ConversationEnded { conversation_id: conversation.into(), ..Default::default() })
+        };
+        let kept = |feed: &Feed, conversation: &str| feed.arrival("t", conversation).is_some();
+        // given a keeper that has kept events 1 to 3, c1 ending at 2
+        let feed = feed();
+        keep(&feed, customer_wrote("c9"));
+        keep(&feed, ended("c1"));
+        keep(&feed, customer_wrote("c9"));
+
+        // when c1's arrival is remembered from a state read at 1, before its end
+        feed.remember_arrival("t", "c1", arrival(), 1);
+        // then it is not kept: the end it missed has passed
+        assert!(!kept(&feed, "c1"));
+
+        // and an open conversation read at 1, or one read ahead of the keeper, is kept
+        feed.remember_arrival("t", "c2", arrival(), 1);
+        feed.remember_arrival("t", "c3", arrival(), 7);
+        assert!(kept(&feed, "c2") && kept(&feed, "c3"));
+        // until its end comes
+        keep(&feed, ended("c3"));
+        assert!(!kept(&feed, "c3"));
+
+        // and a state read before what the keeper still holds is not trusted
+        let late = self::feed();
+        late.lock().rings.entry("t".into()).or_default().push_back(Arc::new(Envelope {
+            domain: "t".into(),
+            sequence: 10,
+            event: Some(customer_wrote("c9")),
+            ..Default::default()
+        }));
+        late.remember_arrival("t", "c4", arrival(), 5);
+        assert!(!kept(&late, "c4"));
     }
 
     #[test]

@@ -54,16 +54,17 @@ async fn arrival(state: &ApiState, domain: &str, conversation_id: &str) -> Optio
         return Some(arrival);
     }
     let id = conversation_id.to_owned();
-    let (arrival, open) = state
+    let (arrival, open, as_of) = state
         .engine
         .read(domain, move |domain| {
-            let conversation = domain?.conversations.get(&id)?;
-            Some((Arrival::of(conversation), conversation.status != ConversationStatus::Ended))
+            let domain = domain?;
+            let conversation = domain.conversations.get(&id)?;
+            Some((Arrival::of(conversation), conversation.status != ConversationStatus::Ended, domain.last_sequence))
         })
         .await
         .ok()??;
     if open {
-        state.feed.remember_arrival(domain, conversation_id, arrival.clone());
+        state.feed.remember_arrival(domain, conversation_id, arrival.clone(), as_of);
     }
     Some(arrival)
 }
