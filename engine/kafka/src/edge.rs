@@ -39,8 +39,9 @@ const RECENT_OUTCOMES: usize = 50_000;
 /// What became of a command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Decided: these events are in the log.
-    Decided(Vec<Envelope>),
+    /// Decided: these events are in the log (shared with the broadcast and
+    /// the recent outcomes, not copied for each).
+    Decided(Vec<Arc<Envelope>>),
     /// Refused, nothing written but the refusal.
     Refused {
         /// The refusal's code (`Rejection::code`).
@@ -263,7 +264,7 @@ fn read_events(inner: &Inner, consumer: &BaseConsumer, folded: Vec<u64>) {
         let mut events = Vec::with_capacity(batch.records.len());
         for bytes in &batch.records {
             match Envelope::decode(bytes.as_slice()) {
-                Ok(envelope) => events.push(envelope),
+                Ok(envelope) => events.push(Arc::new(envelope)),
                 Err(error) => fail(inner, format!("undecodable event in events/{}: {error}", message.partition())),
             }
         }
@@ -279,7 +280,7 @@ fn read_events(inner: &Inner, consumer: &BaseConsumer, folded: Vec<u64>) {
         }
         if inner.ready.load(Ordering::SeqCst) {
             for envelope in &events {
-                let _ = inner.subscribers.send(Arc::new(envelope.clone()));
+                let _ = inner.subscribers.send(envelope.clone());
             }
         }
         if batch.command_id.is_empty() {
@@ -315,7 +316,7 @@ fn read_events(inner: &Inner, consumer: &BaseConsumer, folded: Vec<u64>) {
 /// decided before (the engine writes such an answer for a repeat): the
 /// first outcome, when it is still `known`, is the answer, as the embedded
 /// engine answers a repeat with its first events.
-fn outcome_of(refused: Option<CommandRefused>, events: Vec<Envelope>, known: Option<&Outcome>) -> Outcome {
+fn outcome_of(refused: Option<CommandRefused>, events: Vec<Arc<Envelope>>, known: Option<&Outcome>) -> Outcome {
     match (refused, known) {
         (Some(refused), _) => Outcome::Refused { code: refused.code, message: refused.message },
         (None, Some(first)) if events.is_empty() => first.clone(),
@@ -332,8 +333,8 @@ fn fail(inner: &Inner, failure: String) {
 mod tests {
     use super::*;
 
-    fn event(sequence: u64) -> Envelope {
-        Envelope { domain: "acme".into(), sequence, ..Envelope::default() }
+    fn event(sequence: u64) -> Arc<Envelope> {
+        Arc::new(Envelope { domain: "acme".into(), sequence, ..Envelope::default() })
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl Backend {
         match self {
             Backend::Embedded(engine) => Ok(engine.submit(command).await?),
             Backend::Kafka { edge, .. } => match edge.submit(command).await {
-                Ok(Outcome::Decided(events)) => Ok(events.into_iter().map(Arc::new).collect()),
+                Ok(Outcome::Decided(events)) => Ok(events),
                 Ok(Outcome::Refused { code, message }) => Err(ApiError::Refused { code, message }),
                 Err(EdgeError::Unavailable(reason)) => Err(ApiError::Unavailable(reason)),
             },
