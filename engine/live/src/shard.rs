@@ -155,7 +155,7 @@ impl Message for Submit {
 
 impl Submit {
     /// Hands `command` to `shard` and returns where its answer will come.
-    /// Waits only while the shard's mailbox is full; a stopped shard drops
+    /// Waits only when the shard's mailbox is full; a stopped shard drops
     /// the command, and the answer's channel then reports it gone.
     pub(crate) async fn hand_over(
         shard: &Addr<ShardActor>,
@@ -164,7 +164,11 @@ impl Submit {
     ) -> Pending<Vec<Arc<Envelope>>> {
         let (reply, pending) = oneshot::channel();
         if let Err(SendError::Full(submit)) = shard.try_send(Submit { command, mode, reply }) {
-            // `send` waits for room (and, only then, for the shard to take it).
+            // `send` queues it behind the full mailbox and waits until the
+            // shard has handled it, which holds the caller back. On this
+            // path alone a caller that goes away (a client disconnecting)
+            // has its command skipped, as actix skips a request nobody
+            // awaits; a command that `try_send` took is decided either way.
             let _ = shard.send(submit).await;
         }
         pending

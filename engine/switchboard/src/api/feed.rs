@@ -38,6 +38,10 @@ struct Inner {
     arrivals: HashMap<(String, String), Arrival>,
     sessions: HashMap<String, Sessions>,
     next_session: u64,
+    /// How many times the keeper fell behind and forgot what it held: a
+    /// reader of the state can tell whether events it may not have seen
+    /// were lost meanwhile.
+    lags: u64,
 }
 
 /// How a conversation arrived: what SPEC.md's offer popover shows, by channel
@@ -162,23 +166,43 @@ impl Feed {
         self.lock().arrivals.get(&(domain.to_owned(), conversation_id.to_owned())).cloned()
     }
 
+    /// How many times the keeper has fallen behind so far; see
+    /// [`remember_arrival`](Self::remember_arrival).
+    pub(super) fn lags(&self) -> u64 {
+        self.lock().lags
+    }
+
     /// Keeps how a conversation that arrived before this process started
     /// arrived, as read from a state in which it was open at `as_of`, unless
     /// the feed already has it or has kept its end since: an ending the
     /// keeper passed before this call would otherwise leave the arrival kept
-    /// for good.
-    pub(super) fn remember_arrival(&self, domain: &str, conversation_id: &str, arrival: Arrival, as_of: u64) {
+    /// for good. `lags` is [`lags`](Self::lags) from before the state was
+    /// read: if the keeper fell behind since, the end may be among what it
+    /// missed.
+    pub(super) fn remember_arrival(
+        &self,
+        domain: &str,
+        conversation_id: &str,
+        arrival: Arrival,
+        as_of: u64,
+        lags: u64,
+    ) {
         let mut inner = self.lock();
+        if inner.lags != lags {
+            return;
+        }
         let ring = inner.rings.get(domain);
         let kept_after = ring.and_then(|ring| ring.back()).is_some_and(|last| last.sequence > as_of);
         if kept_after {
             // Unless every event after `as_of` is still kept, the end may be among those let go.
             let ring = ring.expect("has a last event");
             let complete = ring.front().is_some_and(|first| first.sequence <= as_of + 1);
-            let ended = ring.iter().rev().take_while(|e| e.sequence > as_of).any(
-                |e| matches!(&e.event, Some(Event::ConversationEnded(end)) if end.conversation_id == conversation_id),
-            );
-            if !complete || ended {
+            let ended = || {
+                ring.iter().rev().take_while(|e| e.sequence > as_of).any(|e| {
+                    matches!(&e.event, Some(Event::ConversationEnded(end)) if end.conversation_id == conversation_id)
+                })
+            };
+            if !complete || ended() {
                 return;
             }
         }
@@ -239,6 +263,7 @@ impl Inner {
     }
 
     fn forget_all(&mut self) {
+        self.lags += 1;
         self.rings.clear();
         // Some endings were missed too; offers look arrivals up again.
         self.arrivals.clear();
@@ -570,13 +595,13 @@ mod tests {
         keep(&feed, customer_wrote("c9"));
 
         // when c1's arrival is remembered from a state read at 1, before its end
-        feed.remember_arrival("t", "c1", arrival(), 1);
+        feed.remember_arrival("t", "c1", arrival(), 1, 0);
         // then it is not kept: the end it missed has passed
         assert!(!kept(&feed, "c1"));
 
         // and an open conversation read at 1, or one read ahead of the keeper, is kept
-        feed.remember_arrival("t", "c2", arrival(), 1);
-        feed.remember_arrival("t", "c3", arrival(), 7);
+        feed.remember_arrival("t", "c2", arrival(), 1, 0);
+        feed.remember_arrival("t", "c3", arrival(), 7, 0);
         assert!(kept(&feed, "c2") && kept(&feed, "c3"));
         // until its end comes
         keep(&feed, ended("c3"));
@@ -590,8 +615,17 @@ mod tests {
             event: Some(customer_wrote("c9")),
             ..Default::default()
         }));
-        late.remember_arrival("t", "c4", arrival(), 5);
+        late.remember_arrival("t", "c4", arrival(), 5, 0);
         assert!(!kept(&late, "c4"));
+
+        // and nor is one read before the keeper fell behind and forgot what it held
+        let lagged = self::feed();
+        let lags = lagged.lags();
+        lagged.lock().forget_all();
+        lagged.remember_arrival("t", "c5", arrival(), 5, lags);
+        assert!(!kept(&lagged, "c5"));
+        lagged.remember_arrival("t", "c5", arrival(), 5, lagged.lags());
+        assert!(kept(&lagged, "c5"));
     }
 
     #[test]

@@ -54,6 +54,7 @@ async fn arrival(state: &ApiState, domain: &str, conversation_id: &str) -> Optio
         return Some(arrival);
     }
     let id = conversation_id.to_owned();
+    let lags = state.feed.lags();
     let (arrival, open, as_of) = state
         .engine
         .read(domain, move |domain| {
@@ -64,7 +65,7 @@ async fn arrival(state: &ApiState, domain: &str, conversation_id: &str) -> Optio
         .await
         .ok()??;
     if open {
-        state.feed.remember_arrival(domain, conversation_id, arrival.clone(), as_of);
+        state.feed.remember_arrival(domain, conversation_id, arrival.clone(), as_of, lags);
     }
     Some(arrival)
 }
