@@ -138,6 +138,17 @@ pub enum SnapshotError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A sound snapshot of a format this engine does not read (one written
+    /// before an upgrade): passed over, the journal holds everything.
+    #[error("snapshot {} is of format {format}, this engine reads {reads}: passed over", path.display())]
+    OtherFormat {
+        /// The file.
+        path: PathBuf,
+        /// The format it is written in.
+        format: u32,
+        /// The format this engine reads.
+        reads: u32,
+    },
     /// The body is not the JSON this engine writes.
     #[error("snapshot {}: {source}", path.display())]
     Json {

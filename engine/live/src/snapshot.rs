@@ -230,7 +230,7 @@ pub(crate) fn load(
     let body: BodyIn =
         serde_json::from_slice(body).map_err(|source| SnapshotError::Json { path: path.to_path_buf(), source })?;
     if body.format != FORMAT {
-        return Err(damaged(format!("format {} (this engine reads {FORMAT})", body.format)));
+        return Err(SnapshotError::OtherFormat { path: path.to_path_buf(), format: body.format, reads: FORMAT });
     }
     if (body.shards, body.shard, body.covered) != (name.shards, name.shard, name.covered) {
         return Err(damaged(format!(
@@ -570,6 +570,26 @@ mod tests {
         let other = write(dir.path(), 1, &taken(8, &entries(&["a"]))).unwrap();
         let error = load(&other, name, all_in_zero).err().unwrap().to_string();
         assert!(error.contains("unlike its name"), "{error}");
+    }
+
+    #[test]
+    fn a_sound_snapshot_of_another_format_is_passed_over_as_such_not_as_damaged() {
+        // given a snapshot rewritten, checksum and all, as an engine of the previous format wrote it
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), 1, &taken(7, &entries(&["a"]))).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        let ours = format!("\"format\":{FORMAT},");
+        let body = String::from_utf8(bytes[HEADER_LEN..].to_vec()).unwrap().replacen(&ours, "\"format\":2,", 1);
+        let mut older = bytes[..8].to_vec();
+        older.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        older.extend_from_slice(&crc32fast::hash(body.as_bytes()).to_le_bytes());
+        older.extend_from_slice(body.as_bytes());
+        fs::write(&path, older).unwrap();
+
+        // when it is loaded, then it is refused for its format, which the message names
+        let error = load(&path, Name { shards: 1, shard: 0, covered: 7 }, all_in_zero).err().unwrap();
+        assert!(matches!(error, SnapshotError::OtherFormat { format: 2, reads: FORMAT, .. }), "{error}");
+        assert!(error.to_string().contains(&format!("format 2, this engine reads {FORMAT}")), "{error}");
     }
 
     #[test]
