@@ -2,7 +2,6 @@
 //! on Kafka (an edge that publishes commands and reads outcomes from the
 //! log, beside a worker that decides the partitions this process owns).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use switchboard_domain::{Command, DomainState, Envelope};
@@ -94,12 +93,24 @@ impl Backend {
         }
     }
 
-    /// A copy of every domain's state.
-    pub async fn states(&self) -> Result<BTreeMap<String, DomainState>, ApiError> {
-        match self {
-            Backend::Embedded(engine) => Ok(engine.states().await?),
-            Backend::Kafka { edge, .. } => Ok(edge.states()),
+    /// The digest of every domain's state (`replay::digest`), each domain
+    /// hashed where its state lives instead of copied out.
+    pub async fn digest(&self) -> Result<String, ApiError> {
+        let domains = self.read_all(|_, _| ()).await?;
+        let mut digest = crate::replay::StateDigest::default();
+        for (domain, ()) in domains {
+            let name = domain.clone();
+            // The digest travels to the domain's shard and back.
+            digest = self
+                .read(&domain, move |state| {
+                    if let Some(state) = state {
+                        digest.add(&name, state);
+                    }
+                    digest
+                })
+                .await?;
         }
+        Ok(digest.finish())
     }
 
     /// What `view` takes from each domain's state, by domain: only that is

@@ -212,7 +212,7 @@ async fn openapi() -> HttpResponse {
 
 async fn digest(state: Data, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.supervisor()?;
-    let digest = crate::replay::digest(&state.engine.states().await?);
+    let digest = state.engine.digest().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "digest": digest })))
 }
 
