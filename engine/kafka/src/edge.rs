@@ -192,11 +192,6 @@ impl Edge {
         self.inner.subscribers.subscribe()
     }
 
-    /// A copy of every domain's state in the read model.
-    pub fn states(&self) -> BTreeMap<String, DomainState> {
-        self.inner.states.read().unwrap().clone()
-    }
-
     /// What `view` takes from each domain's state, by domain, without
     /// copying the rest.
     pub fn read_all<T>(&self, view: impl Fn(&str, &DomainState) -> T) -> Vec<(String, T)> {
