@@ -336,14 +336,7 @@ impl Engine {
     /// holds is durable: what a replay of the journal would give then (each
     /// shard is copied at its own moment; domains are independent).
     pub async fn states(&self) -> Result<BTreeMap<String, DomainState>, SubmitError> {
-        let mut states = BTreeMap::new();
-        for shard in &self.inner.shards {
-            let copies = |chosen: Vec<(&String, &DomainState)>| {
-                chosen.into_iter().map(|(d, state)| (d.clone(), state.clone())).collect::<BTreeMap<_, _>>()
-            };
-            states.append(&mut read_shard(&shard.addr, None, copies).await?);
-        }
-        Ok(states)
+        Ok(self.read_all(|_, state| state.clone()).await?.into_iter().collect())
     }
 
     /// What `view` takes from each domain's state, by domain, as of a moment

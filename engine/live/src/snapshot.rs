@@ -182,11 +182,7 @@ fn write(dir: &Path, shards: usize, taken: &Taken<'_>) -> Result<PathBuf, Snapsh
             .collect(),
     };
     let body = serde_json::to_vec(&body).map_err(|source| SnapshotError::Json { path: path.clone(), source })?;
-    let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    bytes.extend_from_slice(&body);
+    let bytes = framed(&body);
     drop(body);
 
     let temp = dir.join(format!("{}.tmp", name.file_name()));
@@ -199,6 +195,16 @@ fn write(dir: &Path, shards: usize, taken: &Taken<'_>) -> Result<PathBuf, Snapsh
     fs::rename(&temp, &path).map_err(io_error("rename", &temp))?;
     sync_dir(dir)?;
     Ok(path)
+}
+
+/// A snapshot file's bytes: the header (magic, body length, body checksum), then `body`.
+fn framed(body: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    bytes.extend_from_slice(body);
+    bytes
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
@@ -580,11 +586,7 @@ mod tests {
         let bytes = fs::read(&path).unwrap();
         let ours = format!("\"format\":{FORMAT},");
         let body = String::from_utf8(bytes[HEADER_LEN..].to_vec()).unwrap().replacen(&ours, "\"format\":2,", 1);
-        let mut older = bytes[..8].to_vec();
-        older.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        older.extend_from_slice(&crc32fast::hash(body.as_bytes()).to_le_bytes());
-        older.extend_from_slice(body.as_bytes());
-        fs::write(&path, older).unwrap();
+        fs::write(&path, framed(body.as_bytes())).unwrap();
 
         // when it is loaded, then it is refused for its format, which the message names
         let error = load(&path, Name { shards: 1, shard: 0, covered: 7 }, all_in_zero).err().unwrap();

@@ -191,20 +191,16 @@ impl Feed {
         if inner.lags != lags {
             return;
         }
-        let ring = inner.rings.get(domain);
-        let kept_after = ring.and_then(|ring| ring.back()).is_some_and(|last| last.sequence > as_of);
-        if kept_after {
-            // Unless every event after `as_of` is still kept, the end may be among those let go.
-            let ring = ring.expect("has a last event");
-            let complete = ring.front().is_some_and(|first| first.sequence <= as_of + 1);
-            let ended = || {
-                ring.iter().rev().take_while(|e| e.sequence > as_of).any(|e| {
-                    matches!(&e.event, Some(Event::ConversationEnded(end)) if end.conversation_id == conversation_id)
-                })
-            };
-            if !complete || ended() {
-                return;
-            }
+        // The events kept after `as_of` (none if the keeper is behind it);
+        // `None` if some are let go: the end may be among them.
+        let Some(after) = inner.since(domain, as_of, as_of) else {
+            return;
+        };
+        let ended = after
+            .iter()
+            .any(|e| matches!(&e.event, Some(Event::ConversationEnded(end)) if end.conversation_id == conversation_id));
+        if ended {
+            return;
         }
         inner.arrivals.entry((domain.to_owned(), conversation_id.to_owned())).or_insert(arrival);
     }
