@@ -1,6 +1,10 @@
 //! The `switchboard-loadtest` command: drive a running engine with
 //! simulated customers and agents, or print the configuration to run it with.
 
+/// The process's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

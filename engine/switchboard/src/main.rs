@@ -1,6 +1,10 @@
 //! The `switchboard` command: run the engine, replay a log for an audit,
 //! simulate a day into one, or set up the Kafka topics.
 
+/// The process's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
