@@ -184,6 +184,21 @@ struct Partition {
     snapshot_at: u64,
 }
 
+impl Partition {
+    /// The commands of the live timers due by `now`; every timer due is
+    /// taken off the queue.
+    fn take_due_timers(&mut self, now: i64) -> Vec<Command> {
+        let mut due = Vec::new();
+        while self.timers.first().is_some_and(|t| t.deadline_ms <= now) {
+            let timer = self.timers.pop_first().expect("checked above");
+            if self.domains.get(&timer.domain).is_none_or(|entry| timer.is_live(&entry.state)) {
+                due.push(timer.command(now));
+            }
+        }
+        due
+    }
+}
+
 /// A [`Snapshot`] as written: the same JSON, borrowed from the partition's
 /// states, so taking one does not copy them on the worker's thread.
 #[derive(serde::Serialize)]
@@ -377,14 +392,15 @@ impl<'a> Session<'a> {
         self.producer.commit_transaction(CALL_TIMEOUT).map_err(client_error("commit a snapshot"))
     }
 
-    /// Timer commands now due, taken off their partitions' queues.
+    /// Timer commands now due, taken off their partitions' queues. A timer
+    /// that is no longer live (its offer answered, its wrap-up submitted) is
+    /// dropped here: this worker owns the partition, so nothing can revive
+    /// it, and writing it to `commands` would cost a record there and an
+    /// empty outcome on `events` for every answered offer.
     fn due_timers(&mut self, now: i64) -> Vec<(i32, Command)> {
         let mut due = Vec::new();
         for (&partition, state) in &mut self.owned {
-            while state.timers.first().is_some_and(|t| t.deadline_ms <= now) {
-                let timer = state.timers.pop_first().expect("checked above");
-                due.push((partition, timer.command(now)));
-            }
+            due.extend(state.take_due_timers(now).into_iter().map(|command| (partition, command)));
         }
         due
     }
@@ -657,6 +673,85 @@ mod tests {
         let state = |p: &Partition| serde_json::to_value(&p.domains["acme"].state).unwrap();
         assert_eq!(state(&rebuilt), state(&live));
         assert_eq!(rebuilt.domains["acme"].state.agents.len(), 3);
+    }
+
+    #[test]
+    fn only_the_deadlines_of_offers_still_open_are_written_as_commands() {
+        use switchboard_proto::v1::{
+            AcceptOffer, AgentStatus, Channel, ConfigureQueue, QueueConfig, ReceiveCustomerMessage, RoutingStrategy,
+            SetAgentState, TransferTimeoutPolicy,
+        };
+        // given a queue, an available agent and two conversations offered to her
+        let mut partition = Partition::default();
+        let at = |at_ms: i64, command_id: &str, command: C| Command {
+            command_id: command_id.into(),
+            domain: "acme".into(),
+            at_ms,
+            command: Some(command),
+        };
+        let queue = QueueConfig {
+            queue_id: "chat".into(),
+            name: "Chat".into(),
+            channel: Channel::Webchat as i32,
+            strategy: RoutingStrategy::LongestAvailable as i32,
+            offer_timeout_ms: 30_000,
+            transfer_timeout_policy: TransferTimeoutPolicy::Requeue as i32,
+            ..Default::default()
+        };
+        let mut agent = configure_agent("p", "ana");
+        if let Some(C::ConfigureAgent(c)) = &mut agent.command {
+            let profile = c.profile.as_mut().unwrap();
+            profile.capacities = vec![ChannelCapacity { channel: Channel::Webchat as i32, max: 2 }];
+            profile.queue_ids = vec!["chat".into()];
+        }
+        let available =
+            SetAgentState { agent_id: "ana".into(), status: AgentStatus::Available as i32, ..Default::default() };
+        let mut setup = vec![
+            at(1_000, "q", C::ConfigureQueue(ConfigureQueue { queue: Some(queue) })),
+            agent,
+            at(1_000, "s", C::SetAgentState(available)),
+        ];
+        for id in ["c1", "c2"] {
+            let message = ReceiveCustomerMessage {
+                conversation_id: id.into(),
+                channel: Channel::Webchat as i32,
+                queue_id: "chat".into(),
+                message_id: format!("{id}/m1"),
+                text: "hello".into(),
+                ..Default::default()
+            };
+            setup.push(at(2_000, id, C::ReceiveCustomerMessage(message)));
+        }
+        for command in setup {
+            let refused = decide(&mut partition, command, 2_000, 10).refused;
+            assert!(refused.is_none(), "{refused:?}");
+        }
+        let offers: Vec<(String, String)> = partition.domains["acme"]
+            .state
+            .offers
+            .iter()
+            .map(|(offer_id, offer)| (offer_id.clone(), offer.conversation_id.clone()))
+            .collect();
+        assert_eq!(offers.len(), 2);
+        assert_eq!(partition.timers.len(), 2, "each offer armed its deadline");
+
+        // when she accepts the first one before the deadlines pass
+        let (accepted, _) = &offers[0];
+        let accept = AcceptOffer { agent_id: "ana".into(), offer_id: accepted.clone() };
+        assert!(decide(&mut partition, at(3_000, "a", C::AcceptOffer(accept)), 3_000, 10).refused.is_none());
+
+        // then at the deadline only the open offer's expiry is written, and both timers are gone
+        assert!(partition.take_due_timers(31_999).is_empty(), "nothing is due before the deadline");
+        let due = partition.take_due_timers(32_000);
+        let expired: Vec<&str> = due
+            .iter()
+            .map(|command| match &command.command {
+                Some(C::ExpireOffer(e)) => e.offer_id.as_str(),
+                other => panic!("expected an offer expiry, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(expired, [offers[1].0.as_str()]);
+        assert!(partition.timers.is_empty());
     }
 
     #[test]

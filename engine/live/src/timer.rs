@@ -70,6 +70,24 @@ impl Due {
     }
 }
 
+impl Due {
+    /// Whether carrying it out could still change `state`: its offer is still
+    /// open, or its agent still owes the conversation's wrap-up. A timer that
+    /// is not live decides to nothing (its offer was answered, its wrap-up
+    /// submitted by hand), so whoever owns the state may drop it instead of
+    /// submitting a command only to have it decided as a no-op.
+    pub fn is_live(&self, state: &DomainState) -> bool {
+        match &self.what {
+            Timer::ExpireOffer { offer_id } => state.offers.contains_key(offer_id),
+            Timer::AutoWrapUp { agent_id, conversation_id, .. } => state
+                .agents
+                .get(agent_id)
+                .and_then(|agent| agent.holdings.get(conversation_id))
+                .is_some_and(|holding| matches!(holding.role, Role::WrapUp { .. })),
+        }
+    }
+}
+
 /// The timers a command's events call for, read against the state after them.
 pub fn timers_for(events: &[Arc<Envelope>], state: &DomainState) -> Vec<Due> {
     let mut due = Vec::new();
@@ -241,9 +259,8 @@ mod tests {
         state
     }
 
-    #[test]
-    fn an_offer_arms_its_deadline_and_is_rearmed_from_state() {
-        let mut state = owned(0);
+    /// Conversation c2 arrives in queue sales at `at_ms`: its events.
+    fn second_arrives(state: &mut DomainState, at_ms: i64) -> Vec<Envelope> {
         let message = ReceiveCustomerMessage {
             conversation_id: "c2".into(),
             channel: Channel::Webchat as i32,
@@ -252,8 +269,13 @@ mod tests {
             text: "hi".into(),
             ..Default::default()
         };
-        let events = state.execute(&at(5_000, "m2", C::ReceiveCustomerMessage(message))).unwrap();
-        let events: Vec<_> = events.into_iter().map(Arc::new).collect();
+        state.execute(&at(at_ms, "m2", C::ReceiveCustomerMessage(message))).unwrap()
+    }
+
+    #[test]
+    fn an_offer_arms_its_deadline_and_is_rearmed_from_state() {
+        let mut state = owned(0);
+        let events: Vec<_> = second_arrives(&mut state, 5_000).into_iter().map(Arc::new).collect();
         let armed = timers_for(&events, &state);
         assert_eq!(armed.len(), 1);
         assert_eq!(armed[0].deadline_ms, 35_000);
@@ -277,6 +299,40 @@ mod tests {
                 assert_eq!(command.at_ms, due.deadline_ms);
                 assert!(!state.execute(&command).unwrap().is_empty());
             }
+        }
+    }
+
+    #[test]
+    fn a_timer_is_live_exactly_while_carrying_it_out_would_change_the_state() {
+        // given an offer's deadline and a pending automatic wrap-up, each armed
+        let mut state = owned(10_000);
+        let offered = second_arrives(&mut state, 4_000);
+        let end = EndConversation { agent_id: "a1".into(), conversation_id: "c1".into() };
+        let ended = state.execute(&at(4_000, "e", C::EndConversation(end))).unwrap();
+        let armed: Vec<Arc<Envelope>> = offered.into_iter().chain(ended).map(Arc::new).collect();
+        let armed = timers_for(&armed, &state);
+        let [expire, wrap_up] = armed.as_slice() else { panic!("expected two timers, got {armed:?}") };
+        assert!(matches!(expire.what, Timer::ExpireOffer { .. }) && matches!(wrap_up.what, Timer::AutoWrapUp { .. }));
+
+        // then both are live while their offer is open and the wrap-up owed,
+        // and carrying out a copy of each changes the state
+        assert!(expire.is_live(&state) && wrap_up.is_live(&state));
+        for due in [expire, wrap_up] {
+            assert!(!state.clone().execute(&due.command(due.deadline_ms)).unwrap().is_empty());
+        }
+
+        // when the offer is accepted and the wrap-up submitted by hand
+        let Timer::ExpireOffer { offer_id } = &expire.what else { unreachable!() };
+        let accept = AcceptOffer { agent_id: "a1".into(), offer_id: offer_id.clone() };
+        state.execute(&at(5_000, "a2", C::AcceptOffer(accept))).unwrap();
+        let by_hand =
+            SubmitWrapUp { agent_id: "a1".into(), conversation_id: "c1".into(), reasons: vec!["resolved".into()] };
+        state.execute(&at(5_000, "w", C::SubmitWrapUp(by_hand))).unwrap();
+
+        // then neither is live, and carrying either out would decide to nothing
+        assert!(!expire.is_live(&state) && !wrap_up.is_live(&state));
+        for due in [expire, wrap_up] {
+            assert!(state.clone().execute(&due.command(due.deadline_ms)).unwrap().is_empty());
         }
     }
 
