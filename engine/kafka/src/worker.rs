@@ -603,20 +603,24 @@ mod tests {
     use switchboard_proto::v1::command::Command as C;
     use switchboard_proto::v1::{AgentProfile, ChannelCapacity, ConfigureAgent};
 
+    /// A command `command_id` of domain acme, issued at `at_ms`.
+    fn at(at_ms: i64, command_id: &str, command: C) -> Command {
+        Command { command_id: command_id.into(), domain: "acme".into(), at_ms, command: Some(command) }
+    }
+
     fn configure_agent(command_id: &str, agent_id: &str) -> Command {
-        Command {
-            command_id: command_id.into(),
-            domain: "acme".into(),
-            at_ms: 1_000,
-            command: Some(C::ConfigureAgent(ConfigureAgent {
-                profile: Some(AgentProfile {
-                    agent_id: agent_id.into(),
-                    name: agent_id.into(),
-                    capacities: vec![ChannelCapacity { channel: 1, max: 2 }],
-                    queue_ids: vec![],
-                }),
-            })),
-        }
+        configure_agent_in(command_id, agent_id, 1, &[])
+    }
+
+    /// Agent `agent_id`, taking 2 conversations of `channel`, member of `queues`.
+    fn configure_agent_in(command_id: &str, agent_id: &str, channel: i32, queues: &[&str]) -> Command {
+        let profile = AgentProfile {
+            agent_id: agent_id.into(),
+            name: agent_id.into(),
+            capacities: vec![ChannelCapacity { channel, max: 2 }],
+            queue_ids: queues.iter().map(|q| q.to_string()).collect(),
+        };
+        at(1_000, command_id, C::ConfigureAgent(ConfigureAgent { profile: Some(profile) }))
     }
 
     #[test]
@@ -683,12 +687,6 @@ mod tests {
         };
         // given a queue, an available agent and two conversations offered to her
         let mut partition = Partition::default();
-        let at = |at_ms: i64, command_id: &str, command: C| Command {
-            command_id: command_id.into(),
-            domain: "acme".into(),
-            at_ms,
-            command: Some(command),
-        };
         let queue = QueueConfig {
             queue_id: "chat".into(),
             name: "Chat".into(),
@@ -698,12 +696,7 @@ mod tests {
             transfer_timeout_policy: TransferTimeoutPolicy::Requeue as i32,
             ..Default::default()
         };
-        let mut agent = configure_agent("p", "ana");
-        if let Some(C::ConfigureAgent(c)) = &mut agent.command {
-            let profile = c.profile.as_mut().unwrap();
-            profile.capacities = vec![ChannelCapacity { channel: Channel::Webchat as i32, max: 2 }];
-            profile.queue_ids = vec!["chat".into()];
-        }
+        let agent = configure_agent_in("p", "ana", Channel::Webchat as i32, &["chat"]);
         let available =
             SetAgentState { agent_id: "ana".into(), status: AgentStatus::Available as i32, ..Default::default() };
         let mut setup = vec![

@@ -68,9 +68,7 @@ impl Due {
         // Never before the deadline: the domain refuses an early expiry.
         Command { command_id, domain: self.domain.clone(), at_ms: now_ms.max(self.deadline_ms), command: Some(command) }
     }
-}
 
-impl Due {
     /// Whether carrying it out could still change `state`: its offer is still
     /// open, or its agent still owes the conversation's wrap-up. A timer that
     /// is not live decides to nothing (its offer was answered, its wrap-up
