@@ -19,7 +19,7 @@ mod snapshot;
 mod timer;
 mod writer;
 
-pub use engine::{Engine, EngineOptions};
+pub use engine::{Engine, EngineOptions, DEFAULT_COMMIT_DELAY};
 pub use error::{EngineError, Outage, SnapshotError, SubmitError};
 pub use recovery::RecoveryReport;
 pub use shard::{changes_nothing, is_configuration, Decision, DomainEntry, Mode, Recent};

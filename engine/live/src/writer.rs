@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use prost::Message;
 use switchboard_domain::Envelope;
@@ -55,6 +56,8 @@ pub(crate) struct Outlets {
     /// This shard's index and the snapshot thread, which folds every durable
     /// group into its replica; `None` when snapshots are off.
     pub(crate) snapshots: Option<(usize, mpsc::Sender<ToSnapshots>)>,
+    /// See `EngineOptions::commit_delay`.
+    pub(crate) commit_delay: Duration,
 }
 
 /// Starts shard `index`'s writer. It ends once every sender of `jobs` is
@@ -67,7 +70,23 @@ pub(crate) fn spawn(index: usize, jobs: mpsc::Receiver<Job>, outlets: Outlets) -
 }
 
 fn write_loop(jobs: &mpsc::Receiver<Job>, outlets: &Outlets) {
-    while let Ok(first) = jobs.recv() {
+    // A job found waiting as the previous append completed.
+    let mut queued: Option<Job> = None;
+    loop {
+        let first = match queued.take() {
+            Some(job) => {
+                // A sleep, not a wait on the channel: waking for every job
+                // that arrives meanwhile would cost what the delay saves.
+                if !outlets.commit_delay.is_zero() {
+                    thread::sleep(outlets.commit_delay);
+                }
+                job
+            }
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
         let mut records = Vec::new();
         let mut bytes = 0;
         let mut group = Vec::new();
@@ -116,6 +135,7 @@ fn write_loop(jobs: &mpsc::Receiver<Job>, outlets: &Outlets) {
             }
             done(this.map_err(|e| e.clone()));
         }
+        queued = jobs.try_recv().ok();
     }
 }
 
@@ -160,7 +180,111 @@ fn covered(durable_end: &AtomicU64, first: Option<u64>, count: u64) -> Covered {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
+    use switchboard_journal::{EmbeddedJournal, GroupCommitter, JournalOptions};
+
     use super::*;
+
+    /// A writer on a fresh journal with `commit_delay`; its groups' first
+    /// offsets and sizes come out of the snapshot outlet.
+    struct Rig {
+        jobs: mpsc::Sender<Job>,
+        groups: mpsc::Receiver<ToSnapshots>,
+        writer: JoinHandle<()>,
+        _committer: GroupCommitter<EmbeddedJournal>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Rig {
+        fn new(commit_delay: Duration) -> Rig {
+            let dir = tempfile::tempdir().unwrap();
+            let (journal, _) = EmbeddedJournal::open(dir.path(), JournalOptions::default()).unwrap();
+            let committer = GroupCommitter::spawn(journal);
+            let (snapshots, groups) = mpsc::channel();
+            let outlets = Outlets {
+                appender: committer.appender(),
+                subscribers: broadcast::channel(16).0,
+                timers: tokio_mpsc::unbounded_channel().0,
+                failed: Arc::new(OnceLock::new()),
+                durable_end: Arc::new(AtomicU64::new(0)),
+                snapshots: Some((0, snapshots)),
+                commit_delay,
+            };
+            let (jobs, queue) = mpsc::channel();
+            Rig { jobs, groups, writer: spawn(0, queue, outlets), _committer: committer, _dir: dir }
+        }
+
+        /// Sends a job of one event; `done` runs on the writer's thread.
+        fn send(&self, sequence: u64, done: impl FnOnce(Result<u64, JournalError>) + Send + 'static) {
+            let event = Arc::new(Envelope { domain: "d".into(), sequence, ..Default::default() });
+            self.jobs.send(Job { events: vec![event], timers: Vec::new(), done: Box::new(done) }).unwrap();
+        }
+
+        /// The sequences of every group appended, in order, once all jobs are done.
+        fn groups(self) -> Vec<Vec<u64>> {
+            drop(self.jobs);
+            self.writer.join().unwrap();
+            self.groups
+                .try_iter()
+                .map(|group| match group {
+                    ToSnapshots::Durable { events, .. } => events.iter().map(|e| e.sequence).collect(),
+                    _ => panic!("the writer only hands over durable groups"),
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_job_queued_behind_an_append_waits_the_commit_delay_and_shares_the_next_append() {
+        // given a writer with a 1 s commit delay, held after its first append by job 1's callback
+        let delay = Duration::from_secs(1);
+        let rig = Rig::new(delay);
+        let (held, release) = mpsc::channel::<()>();
+        let (entered, inside) = mpsc::channel();
+        rig.send(1, move |_| {
+            entered.send(()).unwrap();
+            release.recv().unwrap();
+        });
+        inside.recv().unwrap();
+        let (answers, answered) = mpsc::channel();
+
+        // when job 2 queues up meanwhile, and job 3 only arrives 100 ms after the writer moves on
+        let answers_2 = answers.clone();
+        rig.send(2, move |r| answers_2.send((2, r.is_ok(), Instant::now())).unwrap());
+        held.send(()).unwrap();
+        let released = Instant::now();
+        thread::sleep(Duration::from_millis(100));
+        rig.send(3, move |r| answers.send((3, r.is_ok(), Instant::now())).unwrap());
+
+        // then 2 and 3 are appended together, no earlier than the delay after job 2 was found waiting
+        let (first, second) = (answered.recv().unwrap(), answered.recv().unwrap());
+        assert_eq!((first.0, first.1, second.0, second.1), (2, true, 3, true));
+        assert!(first.2 - released >= delay, "job 2 was appended {:?} after the writer found it", first.2 - released);
+        assert_eq!(rig.groups(), [vec![1], vec![2, 3]]);
+    }
+
+    #[test]
+    fn a_job_that_finds_the_writer_idle_is_appended_at_once() {
+        // given a writer with a 10 s commit delay that has nothing to do
+        let delay = Duration::from_secs(10);
+        let rig = Rig::new(delay);
+        let (answers, answered) = mpsc::channel();
+        let answers_1 = answers.clone();
+        rig.send(1, move |r| answers_1.send(r.is_ok()).unwrap());
+        assert!(answered.recv().unwrap());
+        // (job 1's callback runs just before the writer looks for more work)
+        thread::sleep(Duration::from_millis(200));
+
+        // when one job arrives
+        let sent = Instant::now();
+        rig.send(2, move |r| answers.send(r.is_ok()).unwrap());
+
+        // then it is durable well within the delay
+        assert!(answered.recv().unwrap());
+        assert!(sent.elapsed() < delay / 2, "a lone job waited {:?}", sent.elapsed());
+        assert_eq!(rig.groups(), [vec![1], vec![2]]);
+    }
 
     #[test]
     fn a_job_covers_up_to_the_next_events_of_its_group_or_else_the_durable_end() {

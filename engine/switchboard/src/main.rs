@@ -48,6 +48,12 @@ enum Command {
         /// Shards (threads) routing domains are spread over.
         #[arg(long, default_value_t = 2)]
         shards: usize,
+        /// When a shard decides faster than the disk syncs, its writer waits
+        /// this long before the next append so that one fsync carries more
+        /// decisions; a command reaching an idle writer never waits. 0 turns
+        /// it off. Embedded journal only.
+        #[arg(long, default_value = "500us", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        commit_delay: std::time::Duration,
         /// Run on Kafka instead of --data: these brokers (or, with an empty
         /// value, the --config file's [kafka] brokers). The topics must exist
         /// (`switchboard kafka init`); every process started on the same
@@ -169,7 +175,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, data, listen, shards, kafka } => {
+        Command::Serve { config, data, listen, shards, commit_delay, kafka } => {
             let config = match config {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
@@ -186,7 +192,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                     LogChoice::Kafka(settings)
                 }
-                None => LogChoice::Embedded { data, shards },
+                None => LogChoice::Embedded { data, shards, commit_delay },
             };
             actix_web::rt::System::new().block_on(serve::run(config, log, &listen))?;
             Ok(ExitCode::SUCCESS)
@@ -356,4 +362,19 @@ fn simulate_day(
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_defaults_to_the_engines_commit_delay() {
+        let cli = Cli::try_parse_from(["switchboard", "serve"]).unwrap();
+        let Command::Serve { commit_delay, .. } = cli.command else { panic!("parsed as another command") };
+        assert_eq!(commit_delay, switchboard_live::DEFAULT_COMMIT_DELAY);
+        let off = Cli::try_parse_from(["switchboard", "serve", "--commit-delay", "0s"]).unwrap();
+        assert!(matches!(off.command, Command::Serve { commit_delay, .. } if commit_delay.is_zero()));
+        assert!(Cli::try_parse_from(["switchboard", "serve", "--commit-delay", "soon"]).is_err());
+    }
 }

@@ -25,6 +25,9 @@ pub enum LogChoice {
         data: PathBuf,
         /// Shards (threads) the routing domains are spread over.
         shards: usize,
+        /// How long a busy shard's writer waits to let one fsync carry more
+        /// decisions (`EngineOptions::commit_delay`).
+        commit_delay: std::time::Duration,
     },
     /// Kafka topics, shared with the other engine processes of the group.
     Kafka(KafkaSettings),
@@ -72,8 +75,8 @@ pub async fn run(config: Config, log: LogChoice, listen: &str) -> Result<(), Ser
     let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let instance = format!("{}-{started_ms}", std::process::id());
     let engine = match log {
-        LogChoice::Embedded { data, shards } => {
-            let options = EngineOptions { shards, ..EngineOptions::new(data) };
+        LogChoice::Embedded { data, shards, commit_delay } => {
+            let options = EngineOptions { shards, commit_delay, ..EngineOptions::new(data) };
             Backend::Embedded(Engine::start(options, config.configuration_commands()).await?)
         }
         LogChoice::Kafka(settings) => start_on_kafka(&config, settings, &instance).await?,
