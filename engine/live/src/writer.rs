@@ -186,8 +186,8 @@ mod tests {
 
     use super::*;
 
-    /// A writer on a fresh journal with `commit_delay`; its groups' first
-    /// offsets and sizes come out of the snapshot outlet.
+    /// A writer on a fresh journal with `commit_delay`; the events of each
+    /// group it appends come out of its snapshot outlet.
     struct Rig {
         jobs: mpsc::Sender<Job>,
         groups: mpsc::Receiver<ToSnapshots>,
