@@ -18,6 +18,8 @@ mod rejection;
 mod routing;
 pub mod state;
 pub mod template;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use invariants::Violation;
 pub use rejection::Rejection;

@@ -600,8 +600,8 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_domain::testing::{agent, available, customer_message, webchat_queue};
     use switchboard_proto::v1::command::Command as C;
-    use switchboard_proto::v1::{AgentProfile, ChannelCapacity, ConfigureAgent};
 
     /// A command `command_id` of domain acme, issued at `at_ms`.
     fn at(at_ms: i64, command_id: &str, command: C) -> Command {
@@ -614,13 +614,7 @@ mod tests {
 
     /// Agent `agent_id`, taking 2 conversations of `channel`, member of `queues`.
     fn configure_agent_in(command_id: &str, agent_id: &str, channel: i32, queues: &[&str]) -> Command {
-        let profile = AgentProfile {
-            agent_id: agent_id.into(),
-            name: agent_id.into(),
-            capacities: vec![ChannelCapacity { channel, max: 2 }],
-            queue_ids: queues.iter().map(|q| q.to_string()).collect(),
-        };
-        at(1_000, command_id, C::ConfigureAgent(ConfigureAgent { profile: Some(profile) }))
+        at(1_000, command_id, agent(agent_id, channel, queues))
     }
 
     #[test]
@@ -681,56 +675,27 @@ mod tests {
 
     #[test]
     fn only_the_deadlines_of_offers_still_open_are_written_as_commands() {
-        use switchboard_proto::v1::{
-            AcceptOffer, AgentStatus, Channel, ConfigureQueue, QueueConfig, ReceiveCustomerMessage, RoutingStrategy,
-            SetAgentState, TransferTimeoutPolicy,
-        };
+        use switchboard_proto::v1::{AcceptOffer, Channel};
         // given a queue, an available agent and two conversations offered to her
         let mut partition = Partition::default();
-        let queue = QueueConfig {
-            queue_id: "chat".into(),
-            name: "Chat".into(),
-            channel: Channel::Webchat as i32,
-            strategy: RoutingStrategy::LongestAvailable as i32,
-            offer_timeout_ms: 30_000,
-            transfer_timeout_policy: TransferTimeoutPolicy::Requeue as i32,
-            ..Default::default()
-        };
-        let agent = configure_agent_in("p", "ana", Channel::Webchat as i32, &["chat"]);
-        let available =
-            SetAgentState { agent_id: "ana".into(), status: AgentStatus::Available as i32, ..Default::default() };
         let mut setup = vec![
-            at(1_000, "q", C::ConfigureQueue(ConfigureQueue { queue: Some(queue) })),
-            agent,
-            at(1_000, "s", C::SetAgentState(available)),
+            at(1_000, "q", webchat_queue("chat", 30_000, 0)),
+            configure_agent_in("p", "ana", Channel::Webchat as i32, &["chat"]),
+            at(1_000, "s", available("ana")),
         ];
         for id in ["c1", "c2"] {
-            let message = ReceiveCustomerMessage {
-                conversation_id: id.into(),
-                channel: Channel::Webchat as i32,
-                queue_id: "chat".into(),
-                message_id: format!("{id}/m1"),
-                text: "hello".into(),
-                ..Default::default()
-            };
-            setup.push(at(2_000, id, C::ReceiveCustomerMessage(message)));
+            setup.push(at(2_000, id, customer_message(id, "chat", &format!("{id}/m1"))));
         }
         for command in setup {
             let refused = decide(&mut partition, command, 2_000, 10).refused;
             assert!(refused.is_none(), "{refused:?}");
         }
-        let offers: Vec<(String, String)> = partition.domains["acme"]
-            .state
-            .offers
-            .iter()
-            .map(|(offer_id, offer)| (offer_id.clone(), offer.conversation_id.clone()))
-            .collect();
+        let offers: Vec<String> = partition.domains["acme"].state.offers.keys().cloned().collect();
         assert_eq!(offers.len(), 2);
         assert_eq!(partition.timers.len(), 2, "each offer armed its deadline");
 
         // when she accepts the first one before the deadlines pass
-        let (accepted, _) = &offers[0];
-        let accept = AcceptOffer { agent_id: "ana".into(), offer_id: accepted.clone() };
+        let accept = AcceptOffer { agent_id: "ana".into(), offer_id: offers[0].clone() };
         assert!(decide(&mut partition, at(3_000, "a", C::AcceptOffer(accept)), 3_000, 10).refused.is_none());
 
         // then at the deadline only the open offer's expiry is written, and both timers are gone
@@ -743,7 +708,7 @@ mod tests {
                 other => panic!("expected an offer expiry, got {other:?}"),
             })
             .collect();
-        assert_eq!(expired, [offers[1].0.as_str()]);
+        assert_eq!(expired, [offers[1].as_str()]);
         assert!(partition.timers.is_empty());
     }
 

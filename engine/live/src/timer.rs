@@ -203,27 +203,8 @@ pub(crate) async fn run_timers(mut arms: mpsc::UnboundedReceiver<Due>, shard: Ad
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_domain::testing::{agent, available, customer_message, webchat_queue};
     use switchboard_proto::v1::*;
-
-    fn queue(auto_wrap_up_ms: u64) -> Command {
-        Command {
-            command_id: "q".into(),
-            domain: "d".into(),
-            at_ms: 1_000,
-            command: Some(C::ConfigureQueue(ConfigureQueue {
-                queue: Some(QueueConfig {
-                    queue_id: "sales".into(),
-                    name: "Sales".into(),
-                    channel: Channel::Webchat as i32,
-                    strategy: RoutingStrategy::LongestAvailable as i32,
-                    offer_timeout_ms: 30_000,
-                    transfer_timeout_policy: TransferTimeoutPolicy::Requeue as i32,
-                    priority: 0,
-                    auto_wrap_up_ms,
-                }),
-            })),
-        }
-    }
 
     fn at(at_ms: i64, command_id: &str, command: C) -> Command {
         Command { command_id: command_id.into(), domain: "d".into(), at_ms, command: Some(command) }
@@ -232,26 +213,10 @@ mod tests {
     /// A domain where agent a1 owns conversation c1 in queue sales.
     fn owned(auto_wrap_up_ms: u64) -> DomainState {
         let mut state = DomainState::new("d");
-        state.execute(&queue(auto_wrap_up_ms)).unwrap();
-        let profile = AgentProfile {
-            agent_id: "a1".into(),
-            name: "Ann".into(),
-            capacities: vec![ChannelCapacity { channel: Channel::Webchat as i32, max: 2 }],
-            queue_ids: vec!["sales".into()],
-        };
-        state.execute(&at(1_000, "p", C::ConfigureAgent(ConfigureAgent { profile: Some(profile) }))).unwrap();
-        let available =
-            SetAgentState { agent_id: "a1".into(), status: AgentStatus::Available as i32, ..Default::default() };
-        state.execute(&at(1_000, "s", C::SetAgentState(available))).unwrap();
-        let message = ReceiveCustomerMessage {
-            conversation_id: "c1".into(),
-            channel: Channel::Webchat as i32,
-            queue_id: "sales".into(),
-            message_id: "m1".into(),
-            text: "hello".into(),
-            ..Default::default()
-        };
-        state.execute(&at(2_000, "m", C::ReceiveCustomerMessage(message))).unwrap();
+        state.execute(&at(1_000, "q", webchat_queue("sales", 30_000, auto_wrap_up_ms))).unwrap();
+        state.execute(&at(1_000, "p", agent("a1", Channel::Webchat as i32, &["sales"]))).unwrap();
+        state.execute(&at(1_000, "s", available("a1"))).unwrap();
+        state.execute(&at(2_000, "m", customer_message("c1", "sales", "m1"))).unwrap();
         let offer_id = state.offers.keys().next().unwrap().clone();
         state.execute(&at(3_000, "a", C::AcceptOffer(AcceptOffer { agent_id: "a1".into(), offer_id }))).unwrap();
         state
@@ -259,15 +224,7 @@ mod tests {
 
     /// Conversation c2 arrives in queue sales at `at_ms`: its events.
     fn second_arrives(state: &mut DomainState, at_ms: i64) -> Vec<Envelope> {
-        let message = ReceiveCustomerMessage {
-            conversation_id: "c2".into(),
-            channel: Channel::Webchat as i32,
-            queue_id: "sales".into(),
-            message_id: "m2".into(),
-            text: "hi".into(),
-            ..Default::default()
-        };
-        state.execute(&at(at_ms, "m2", C::ReceiveCustomerMessage(message))).unwrap()
+        state.execute(&at(at_ms, "m2", customer_message("c2", "sales", "m2"))).unwrap()
     }
 
     #[test]
@@ -339,7 +296,7 @@ mod tests {
         let mut state = owned(10_000);
         let end = EndConversation { agent_id: "a1".into(), conversation_id: "c1".into() };
         state.execute(&at(4_000, "e", C::EndConversation(end))).unwrap();
-        let events = state.execute(&at(5_000, "q2", queue(20_000).command.unwrap())).unwrap();
+        let events = state.execute(&at(5_000, "q2", webchat_queue("sales", 30_000, 20_000))).unwrap();
         let events: Vec<_> = events.into_iter().map(Arc::new).collect();
         let armed = timers_for(&events, &state);
         assert_eq!(armed.iter().map(|d| d.deadline_ms).collect::<Vec<_>>(), vec![24_000]);

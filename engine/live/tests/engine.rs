@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
+use switchboard_domain::testing;
 use switchboard_journal::{EmbeddedJournal, Journal, JournalError, JournalOptions};
 use switchboard_live::{DomainState, Engine, EngineError, EngineOptions, Envelope, SubmitError};
 use switchboard_proto::v1::command::Command as C;
@@ -18,27 +19,11 @@ fn command(domain: &str, command_id: &str, body: C) -> Command {
 }
 
 fn queue(domain: &str, command_id: &str, offer_timeout_ms: u64, auto_wrap_up_ms: u64) -> Command {
-    let config = QueueConfig {
-        queue_id: "sales".into(),
-        name: "Sales".into(),
-        channel: Channel::Webchat as i32,
-        strategy: RoutingStrategy::LongestAvailable as i32,
-        offer_timeout_ms,
-        transfer_timeout_policy: TransferTimeoutPolicy::Requeue as i32,
-        priority: 0,
-        auto_wrap_up_ms,
-    };
-    command(domain, command_id, C::ConfigureQueue(ConfigureQueue { queue: Some(config) }))
+    command(domain, command_id, testing::webchat_queue("sales", offer_timeout_ms, auto_wrap_up_ms))
 }
 
 fn agent(domain: &str, command_id: &str, agent_id: &str) -> Command {
-    let profile = AgentProfile {
-        agent_id: agent_id.into(),
-        name: agent_id.to_uppercase(),
-        capacities: vec![ChannelCapacity { channel: Channel::Webchat as i32, max: 2 }],
-        queue_ids: vec!["sales".into()],
-    };
-    command(domain, command_id, C::ConfigureAgent(ConfigureAgent { profile: Some(profile) }))
+    command(domain, command_id, testing::agent(agent_id, Channel::Webchat as i32, &["sales"]))
 }
 
 /// A domain with queue "sales" and agent "a1"; command ids prefixed by `prefix`.
@@ -55,20 +40,11 @@ fn configuration(domain: &str, prefix: &str, offer_timeout_ms: u64, auto_wrap_up
 }
 
 fn available(domain: &str, command_id: &str, agent_id: &str) -> Command {
-    let body = SetAgentState { agent_id: agent_id.into(), status: AgentStatus::Available as i32, ..Default::default() };
-    command(domain, command_id, C::SetAgentState(body))
+    command(domain, command_id, testing::available(agent_id))
 }
 
 fn message(domain: &str, command_id: &str, conversation_id: &str) -> Command {
-    let body = ReceiveCustomerMessage {
-        conversation_id: conversation_id.into(),
-        channel: Channel::Webchat as i32,
-        queue_id: "sales".into(),
-        message_id: format!("{command_id}-m"),
-        text: "hello".into(),
-        ..Default::default()
-    };
-    command(domain, command_id, C::ReceiveCustomerMessage(body))
+    command(domain, command_id, testing::customer_message(conversation_id, "sales", &format!("{command_id}-m")))
 }
 
 async fn start(dir: &Path, configuration: Vec<Command>) -> Engine {
