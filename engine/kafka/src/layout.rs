@@ -15,7 +15,9 @@ pub struct KafkaSettings {
     #[serde(default)]
     pub topics: TopicLayout,
     /// Events a partition's owner writes between two snapshots of its
-    /// states (0: never), so that a new owner folds only the tail.
+    /// states, at least (0: never), so that a new owner folds only the
+    /// tail; a snapshot also waits until the partition's log has grown by
+    /// as many bytes as the last one held.
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
 }

@@ -36,7 +36,7 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use switchboard_domain::{Command, DomainState, Envelope, Rejection};
-use switchboard_live::{is_configuration, timers_from_state, Decision, DomainEntry, Due, Mode};
+use switchboard_live::{is_configuration, timers_from_state, Decision, DomainEntry, Due, Mode, SnapshotCadence};
 use switchboard_proto::v1::{CommandRefused, JournalBatch};
 
 use crate::snapshot::{latest_snapshots, snapshot_key, Snapshot, SNAPSHOT_VERSION};
@@ -71,7 +71,9 @@ pub struct WorkerOptions {
     /// How many recent command ids each domain remembers, so a command sent
     /// twice is decided once.
     pub idempotency_window: usize,
-    /// Events between two snapshots of a partition (0: never).
+    /// Events between two snapshots of a partition, at least (0: never);
+    /// one is written only once the partition's log has grown by as many
+    /// bytes as its last snapshot held ([`SnapshotCadence`]).
     pub snapshot_every: u64,
 }
 
@@ -182,6 +184,8 @@ struct Partition {
     timers: BTreeSet<Due>,
     /// `next_offset` when the last snapshot was taken (or the rebuild began).
     snapshot_at: u64,
+    /// Whether the partition's log has grown enough since its last snapshot for another.
+    cadence: SnapshotCadence,
 }
 
 impl Partition {
@@ -356,15 +360,15 @@ impl<'a> Session<'a> {
     }
 
     /// Writes a snapshot of every owned partition that has written
-    /// `snapshot_every` events since its last one, in a transaction of its
+    /// `snapshot_every` events since its last one, and at least as many
+    /// bytes as that one held ([`SnapshotCadence`]), in a transaction of its
     /// own after the decisions it covers are committed.
     fn snapshot_if_due(&mut self) -> Result<(), Error> {
         let every = self.options.snapshot_every;
         if every == 0 {
             return Ok(());
         }
-        let due: Vec<i32> =
-            self.owned.iter().filter(|(_, p)| p.next_offset >= p.snapshot_at + every).map(|(&p, _)| p).collect();
+        let due = snapshots_due(&self.owned, every);
         if due.is_empty() {
             return Ok(());
         }
@@ -381,6 +385,8 @@ impl<'a> Session<'a> {
             state.snapshot_at = state.next_offset;
             let body = serde_json::to_vec(&SnapshotOut::of(state, resume_at))
                 .map_err(|e| Error::Broker { action: "encode a snapshot".into(), reason: e.to_string() })?;
+            // Counted before the check: an attempt costs its encoding either way.
+            state.cadence.written(body.len() as u64);
             if body.len() > MAX_RECORD_BYTES {
                 tracing::warn!(partition, bytes = body.len(), "snapshot too large for one record; skipped");
                 continue;
@@ -490,6 +496,16 @@ fn send(producer: &BaseProducer, topic: &str, partition: i32, key: &[u8], payloa
     }
 }
 
+/// The owned partitions whose snapshot is due: `every` events since the
+/// last one, and as many bytes of log as it held.
+fn snapshots_due(owned: &BTreeMap<i32, Partition>, every: u64) -> Vec<i32> {
+    owned
+        .iter()
+        .filter(|(_, p)| p.next_offset >= p.snapshot_at + every && p.cadence.allows())
+        .map(|(&p, _)| p)
+        .collect()
+}
+
 /// Decides one command against its partition's state (as the embedded
 /// engine's shards do, through [`DomainEntry::decide`]): the batch to write.
 fn decide(state: &mut Partition, command: Command, now: i64, window: usize) -> JournalBatch {
@@ -518,12 +534,9 @@ fn decide(state: &mut Partition, command: Command, now: i64, window: usize) -> J
         Ok(Decision { events, timers, answer: Ok(_) }) => {
             state.timers.extend(timers);
             state.next_offset += events.len() as u64;
-            JournalBatch {
-                first_offset,
-                records: events.iter().map(|e| e.encode_to_vec()).collect(),
-                command_id: command_id.clone(),
-                refused: None,
-            }
+            let records: Vec<Vec<u8>> = events.iter().map(|e| e.encode_to_vec()).collect();
+            state.cadence.grew(records.iter().map(|r| r.len() as u64).sum());
+            JournalBatch { first_offset, records, command_id: command_id.clone(), refused: None }
         }
         Ok(Decision { answer: Err(rejection), .. }) => refuse(rejection),
         Err(outage) => refuse(Rejection::Invalid(outage.to_string())),
@@ -710,6 +723,27 @@ mod tests {
             .collect();
         assert_eq!(expired, [offers[1].as_str()]);
         assert!(partition.timers.is_empty());
+    }
+
+    #[test]
+    fn a_partitions_snapshot_is_due_after_every_events_and_once_its_log_outgrew_the_last_one() {
+        let mut owned = BTreeMap::from([(0, Partition::default())]);
+        let decided = |owned: &mut BTreeMap<i32, Partition>, command_id: &str, agent_id: &str| {
+            decide(owned.get_mut(&0).unwrap(), configure_agent(command_id, agent_id), 5_000, 10).records.len()
+        };
+        assert!(decided(&mut owned, "c-1", "ana") > 0);
+        assert_eq!(snapshots_due(&owned, 1), [0], "the first snapshot needs only the events");
+        assert!(snapshots_due(&owned, 100).is_empty());
+
+        let partition = owned.get_mut(&0).unwrap();
+        partition.snapshot_at = partition.next_offset;
+        partition.cadence.written(100_000);
+        assert!(decided(&mut owned, "c-2", "bea") > 0);
+        assert!(snapshots_due(&owned, 1).is_empty(), "the log grew by less than the last snapshot");
+        owned.get_mut(&0).unwrap().cadence.written(1);
+        assert!(snapshots_due(&owned, 1).is_empty(), "growth before the last snapshot does not count");
+        assert!(decided(&mut owned, "c-3", "cid") > 0);
+        assert_eq!(snapshots_due(&owned, 1), [0]);
     }
 
     #[test]

@@ -40,10 +40,12 @@ pub struct EngineOptions {
     /// misses some (and is told so by `RecvError::Lagged`).
     pub subscriber_capacity: usize,
     /// A shard snapshots its domains' states (into `<data_dir>/snapshots/`)
-    /// after every this many events it decides, and once more at shutdown,
-    /// so that a start folds only the journal after the snapshots. 0
-    /// disables snapshots: none are written, and a start folds the whole
-    /// journal, ignoring any present.
+    /// after every this many events it decides, if the journal has grown
+    /// since its last snapshot by at least as many bytes as that snapshot
+    /// held ([`crate::SnapshotCadence`]), and once more at shutdown, so that
+    /// a start folds only the journal after the snapshots. 0 disables
+    /// snapshots: none are written, and a start folds the whole journal,
+    /// ignoring any present.
     pub snapshot_every: u64,
     /// How long a shard's writer waits before its next append when it finds
     /// decisions already queued as it finishes one: the shard decides faster

@@ -54,6 +54,44 @@ const FORMAT: u32 = 3;
 const SUFFIX: &str = ".snapshot";
 const TEMP_SUFFIX: &str = ".snapshot.tmp";
 
+/// When a snapshot is worth writing: once the log has grown by at least as
+/// many bytes as the last snapshot held (on top of whatever count of events
+/// the caller asks for).
+///
+/// A snapshot costs about its size to write, and what it buys is a
+/// recovery that reads only the log written since. With a fixed count of
+/// events between snapshots, each one cost more as the state grew (closed
+/// conversations are kept for the retention, an hour by default) while it
+/// spared the same log, until writing snapshots took the snapshot thread's
+/// whole time. Under this rule, writing snapshots costs at most what
+/// writing the log does however large the state grows, and a recovery
+/// reads at most as much log past its snapshot as the snapshot itself.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotCadence {
+    /// Bytes of log written since the last snapshot.
+    grown: u64,
+    /// The last snapshot's size in bytes (0 before the first).
+    last: u64,
+}
+
+impl SnapshotCadence {
+    /// Counts `bytes` of log just written.
+    pub fn grew(&mut self, bytes: u64) {
+        self.grown = self.grown.saturating_add(bytes);
+    }
+
+    /// Whether the log has grown enough since the last snapshot for another.
+    pub fn allows(&self) -> bool {
+        self.grown >= self.last
+    }
+
+    /// Records a snapshot of `bytes` just written.
+    pub fn written(&mut self, bytes: u64) {
+        self.grown = 0;
+        self.last = bytes;
+    }
+}
+
 /// A shard's domains, all durable up to `covered`: what a file holds.
 pub(crate) struct Taken<'a> {
     pub(crate) shard: usize,
@@ -64,8 +102,9 @@ pub(crate) struct Taken<'a> {
 
 /// What the snapshot thread is told.
 pub(crate) enum ToSnapshots {
-    /// A shard's group of events, durable at offsets `first..`.
-    Durable { shard: usize, first: u64, events: Vec<Arc<Envelope>> },
+    /// A shard's group of events, durable at offsets `first..`; `bytes` is
+    /// what their records hold.
+    Durable { shard: usize, first: u64, events: Vec<Arc<Envelope>>, bytes: u64 },
     /// Write this shard's snapshot as of `covered` (unless a newer one is
     /// already written): every event below it was handed over before.
     Due { shard: usize, covered: u64, taken_at_ms: i64 },
@@ -161,9 +200,9 @@ fn list(dir: &Path) -> Result<Listing, SnapshotError> {
 }
 
 /// Writes `taken` as shard `taken.shard` of `shards` into `dir` atomically
-/// and returns its path. Serialization happens here, on the snapshot
-/// thread, not on the shard's.
-fn write(dir: &Path, shards: usize, taken: &Taken<'_>) -> Result<PathBuf, SnapshotError> {
+/// and returns its path and size in bytes. Serialization happens here, on
+/// the snapshot thread, not on the shard's.
+fn write(dir: &Path, shards: usize, taken: &Taken<'_>) -> Result<(PathBuf, u64), SnapshotError> {
     let name = Name { shards, shard: taken.shard, covered: taken.covered };
     let path = dir.join(name.file_name());
     let body = BodyOut {
@@ -182,29 +221,29 @@ fn write(dir: &Path, shards: usize, taken: &Taken<'_>) -> Result<PathBuf, Snapsh
             .collect(),
     };
     let body = serde_json::to_vec(&body).map_err(|source| SnapshotError::Json { path: path.clone(), source })?;
-    let bytes = framed(&body);
-    drop(body);
 
     let temp = dir.join(format!("{}.tmp", name.file_name()));
     let mut file = File::create(&temp).map_err(io_error("create", &temp))?;
-    file.write_all(&bytes).map_err(io_error("write", &temp))?;
+    // Header and body written apart: a framed copy of a body of tens of MB
+    // cost as much memory again at every snapshot.
+    file.write_all(&header(&body)).map_err(io_error("write", &temp))?;
+    file.write_all(&body).map_err(io_error("write", &temp))?;
     // Durable content before the rename makes the name visible: a crash
     // leaves the old files, or the whole new one, never a name on torn bytes.
     file.sync_all().map_err(io_error("fsync", &temp))?;
     drop(file);
     fs::rename(&temp, &path).map_err(io_error("rename", &temp))?;
     sync_dir(dir)?;
-    Ok(path)
+    Ok((path, (HEADER_LEN + body.len()) as u64))
 }
 
-/// A snapshot file's bytes: the header (magic, body length, body checksum), then `body`.
-fn framed(body: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
-    bytes.extend_from_slice(body);
-    bytes
+/// A snapshot file's header for `body`: magic, body length, body checksum.
+fn header(body: &[u8]) -> [u8; HEADER_LEN] {
+    let mut header = [0; HEADER_LEN];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..16].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    header[16..].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
+    header
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
@@ -406,12 +445,19 @@ impl Replica {
 
 /// Starts the thread that writes the snapshots the shards hand over.
 ///
+/// A shard hands one over every `every` events it decides; the thread
+/// writes it only if the journal has grown by as many bytes as that
+/// shard's last snapshot held ([`SnapshotCadence`]), and otherwise only
+/// folds its replica up to it. The last one a shard hands over before the
+/// engine stops is written in any case.
+///
 /// Besides writing, it keeps the fold start bounded when a shard is idle:
 /// recovery reads from the oldest covered offset among the shards, and a
 /// shard that decides nothing never reaches `every` events. So whenever a
 /// shard's newest snapshot lags the journal's end by `every × shards`
-/// records (or it has none), the thread asks it for one ([`TakeSnapshot`]);
-/// the writer gives an idle shard's snapshot the journal's current end.
+/// records (or it has none), and its cadence allows one, the thread asks
+/// it for one ([`TakeSnapshot`]); the writer gives an idle shard's snapshot
+/// the journal's current end.
 pub(crate) fn spawn(
     settings: Settings,
     receiver: mpsc::Receiver<ToSnapshots>,
@@ -423,10 +469,21 @@ pub(crate) fn spawn(
         .expect("the OS refused to start the snapshot thread")
 }
 
+/// A snapshot a shard handed over: its covered offset and when it was taken.
+#[derive(Clone, Copy)]
+struct Handed {
+    covered: u64,
+    taken_at_ms: i64,
+}
+
 fn snapshot_loop(mut settings: Settings, receiver: &mpsc::Receiver<ToSnapshots>, shards: &[Addr<ShardActor>]) {
     let dir = settings.data_dir.join(DIR);
     let mut dir_ready = false;
     let mut asked = vec![false; settings.shards];
+    let mut cadences = vec![SnapshotCadence::default(); settings.shards];
+    // Per shard, the newest snapshot handed over and not written (its
+    // replica stands at it), written when the engine stops.
+    let mut deferred: Vec<Option<Handed>> = vec![None; settings.shards];
     let lag_limit = settings.every.saturating_mul(settings.shards as u64);
     let mut replicas: Vec<Replica> = std::mem::take(&mut settings.replicas)
         .into_iter()
@@ -435,23 +492,34 @@ fn snapshot_loop(mut settings: Settings, receiver: &mpsc::Receiver<ToSnapshots>,
     while let Ok(first) = receiver.recv() {
         // Only the newest of each shard is worth writing: the older ones
         // queued behind a slow disk would be deleted right after.
-        let mut newest: BTreeMap<usize, (u64, i64)> = BTreeMap::new();
+        let mut newest: BTreeMap<usize, Handed> = BTreeMap::new();
         let mut finish = false;
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
                 ToSnapshots::Finish => finish = true,
-                ToSnapshots::Durable { shard, first, events } => replicas[shard].pending.extend((first..).zip(events)),
+                ToSnapshots::Durable { shard, first, events, bytes } => {
+                    replicas[shard].pending.extend((first..).zip(events));
+                    // A recovery folds every shard's records past the oldest snapshot.
+                    cadences.iter_mut().for_each(|cadence| cadence.grew(bytes));
+                }
                 ToSnapshots::Due { shard, covered, taken_at_ms } => {
                     asked[shard] = false;
-                    if newest.get(&shard).is_none_or(|&(newer, _)| newer < covered) {
-                        newest.insert(shard, (covered, taken_at_ms));
+                    if newest.get(&shard).is_none_or(|newer| newer.covered < covered) {
+                        newest.insert(shard, Handed { covered, taken_at_ms });
                     }
                 }
             }
             next = receiver.try_recv().ok();
         }
-        for (shard, (covered, taken_at_ms)) in newest {
+        if finish {
+            for (shard, handed) in deferred.iter_mut().enumerate() {
+                if let Some(handed) = handed.take() {
+                    newest.entry(shard).or_insert(handed);
+                }
+            }
+        }
+        for (shard, Handed { covered, taken_at_ms }) in newest {
             if settings.latest[shard].is_some_and(|latest| latest >= covered) {
                 continue; // Nothing new since the last one.
             }
@@ -460,6 +528,11 @@ fn snapshot_loop(mut settings: Settings, receiver: &mpsc::Receiver<ToSnapshots>,
             if replica.broken {
                 continue;
             }
+            if !finish && !cadences[shard].allows() {
+                deferred[shard] = Some(Handed { covered, taken_at_ms });
+                continue;
+            }
+            deferred[shard] = None;
             let taken = Taken { shard, covered, taken_at_ms, domains: replica.domains.values().collect() };
             if !dir_ready {
                 match ensure_dir(&settings.data_dir, &dir) {
@@ -471,14 +544,15 @@ fn snapshot_loop(mut settings: Settings, receiver: &mpsc::Receiver<ToSnapshots>,
                 }
             }
             let started = Instant::now();
-            match write(&dir, settings.shards, &taken).and_then(|path| {
+            match write(&dir, settings.shards, &taken).and_then(|written| {
                 prune(&dir, settings.shards, shard)?;
-                Ok(path)
+                Ok(written)
             }) {
-                Ok(path) => {
+                Ok((path, bytes)) => {
                     settings.latest[shard] = Some(taken.covered);
+                    cadences[shard].written(bytes);
                     tracing::info!(path = %path.display(), covered = taken.covered, domains = taken.domains.len(),
-                        elapsed_ms = started.elapsed().as_millis() as u64, "snapshot written");
+                        bytes, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot written");
                 }
                 // A cache that could not be written: the journal still holds everything.
                 Err(e) => tracing::warn!(error = %e, "snapshot not written; the journal alone stays the record"),
@@ -490,7 +564,7 @@ fn snapshot_loop(mut settings: Settings, receiver: &mpsc::Receiver<ToSnapshots>,
         let end = settings.durable_end.load(Ordering::SeqCst);
         for (shard, addr) in shards.iter().enumerate() {
             let lagging = settings.latest[shard].is_none_or(|covered| end.saturating_sub(covered) >= lag_limit);
-            if lagging && !asked[shard] {
+            if lagging && !asked[shard] && cadences[shard].allows() {
                 asked[shard] = true;
                 // do_send ignores the mailbox's bound: this thread never waits on a busy shard.
                 addr.do_send(TakeSnapshot);
@@ -554,7 +628,8 @@ mod tests {
     #[test]
     fn a_written_snapshot_reads_back_and_any_damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), 1, &taken(7, &entries(&["a", "b"]))).unwrap();
+        let (path, size) = write(dir.path(), 1, &taken(7, &entries(&["a", "b"]))).unwrap();
+        assert_eq!(size, fs::metadata(&path).unwrap().len(), "the size told is the file's");
         let name = Name { shards: 1, shard: 0, covered: 7 };
         let loaded = load(&path, name, all_in_zero).unwrap();
         assert_eq!(loaded.iter().map(|d| d.state.domain.as_str()).collect::<Vec<_>>(), ["a", "b"]);
@@ -573,7 +648,7 @@ mod tests {
             assert!(error.contains(expected), "{error}");
         }
         // and a file whose body disagrees with its name is refused too
-        let other = write(dir.path(), 1, &taken(8, &entries(&["a"]))).unwrap();
+        let (other, _) = write(dir.path(), 1, &taken(8, &entries(&["a"]))).unwrap();
         let error = load(&other, name, all_in_zero).err().unwrap().to_string();
         assert!(error.contains("unlike its name"), "{error}");
     }
@@ -582,11 +657,11 @@ mod tests {
     fn a_sound_snapshot_of_another_format_is_passed_over_as_such_not_as_damaged() {
         // given a snapshot rewritten, checksum and all, as an engine of the previous format wrote it
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), 1, &taken(7, &entries(&["a"]))).unwrap();
+        let (path, _) = write(dir.path(), 1, &taken(7, &entries(&["a"]))).unwrap();
         let bytes = fs::read(&path).unwrap();
         let ours = format!("\"format\":{FORMAT},");
         let body = String::from_utf8(bytes[HEADER_LEN..].to_vec()).unwrap().replacen(&ours, "\"format\":2,", 1);
-        fs::write(&path, framed(body.as_bytes())).unwrap();
+        fs::write(&path, [&header(body.as_bytes())[..], body.as_bytes()].concat()).unwrap();
 
         // when it is loaded, then it is refused for its format, which the message names
         let error = load(&path, Name { shards: 1, shard: 0, covered: 7 }, all_in_zero).err().unwrap();
@@ -611,5 +686,71 @@ mod tests {
         write(dir.path(), 2, &old).unwrap();
         prune(dir.path(), 2, 0).unwrap();
         assert_eq!(list(dir.path()).unwrap().snapshots.len(), 3);
+    }
+
+    #[test]
+    fn the_cadence_allows_a_snapshot_once_the_log_grew_by_the_last_ones_size() {
+        let mut cadence = SnapshotCadence::default();
+        assert!(cadence.allows(), "the first snapshot needs no growth");
+        cadence.written(1_000);
+        assert!(!cadence.allows());
+        cadence.grew(600);
+        assert!(!cadence.allows());
+        cadence.grew(400);
+        assert!(cadence.allows());
+        cadence.written(5_000);
+        cadence.grew(4_999);
+        assert!(!cadence.allows(), "growth before a snapshot does not count toward the next");
+    }
+
+    /// The covered offsets of the snapshot files in `dir`.
+    fn covered_on_disk(dir: &Path) -> Vec<u64> {
+        let mut covered: Vec<u64> = list(dir).unwrap().snapshots.iter().map(|(name, _)| name.covered).collect();
+        covered.sort_unstable();
+        covered
+    }
+
+    #[test]
+    fn a_handed_snapshot_is_written_only_once_the_log_grew_by_the_last_ones_size_and_the_last_one_at_the_end() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join(DIR);
+        let settings = Settings {
+            data_dir: data.path().to_path_buf(),
+            shards: 1,
+            every: 1,
+            latest: vec![None],
+            durable_end: Arc::new(AtomicU64::new(0)),
+            replicas: vec![entries(&["a", "b"]).into_iter().map(|e| (e.state.domain.clone(), e)).collect()],
+            window: 10,
+        };
+        let (sender, receiver) = mpsc::channel();
+        let thread = thread::spawn(move || snapshot_loop(settings, &receiver, &[]));
+        let due = |covered| ToSnapshots::Due { shard: 0, covered, taken_at_ms: 1 };
+        let grew = |bytes| ToSnapshots::Durable { shard: 0, first: 0, events: Vec::new(), bytes };
+        let wait_for = |covered: u64| {
+            let deadline = Instant::now() + std::time::Duration::from_secs(10);
+            while !covered_on_disk(&dir).contains(&covered) {
+                assert!(Instant::now() < deadline, "no snapshot at {covered}: {:?}", covered_on_disk(&dir));
+                thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+
+        sender.send(due(1)).unwrap();
+        wait_for(1);
+        let size = fs::metadata(&list(&dir).unwrap().snapshots[0].1).unwrap().len();
+        sender.send(grew(size - 1)).unwrap();
+        sender.send(due(2)).unwrap();
+        sender.send(grew(1)).unwrap();
+        sender.send(due(3)).unwrap();
+        wait_for(3);
+        assert_eq!(covered_on_disk(&dir), [1, 3], "the one at 2 came before the log had grown by {size} bytes");
+
+        // Too little growth: folded, not written, until the engine stops.
+        sender.send(due(4)).unwrap();
+        thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(covered_on_disk(&dir), [1, 3]);
+        sender.send(ToSnapshots::Finish).unwrap();
+        thread.join().unwrap();
+        assert_eq!(covered_on_disk(&dir), [3, 4]);
     }
 }

@@ -117,7 +117,7 @@ fn write_loop(jobs: &mpsc::Receiver<Job>, outlets: &Outlets) {
             // Before any job completes: a snapshot barrier among them must
             // find these events already handed over.
             let events = group.iter().flat_map(|job| job.events.iter().cloned()).collect();
-            let _ = sender.send(ToSnapshots::Durable { shard: *shard, first: *first, events });
+            let _ = sender.send(ToSnapshots::Durable { shard: *shard, first: *first, events, bytes: bytes as u64 });
         }
         let mut covered = written.clone().map(|first| covered(&outlets.durable_end, first, count));
         for job in group {
