@@ -539,6 +539,55 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn a_timer_that_is_no_longer_live_is_dropped_by_the_shard_and_a_live_one_is_carried_out() {
+        use crate::timer::{Due, Timer};
+        use switchboard_domain::testing::{agent, available, customer_message, webchat_queue};
+        use switchboard_proto::v1::envelope::Event;
+        let in_d = |command_id: &str, command: C| Command {
+            command_id: command_id.into(),
+            domain: "d".into(),
+            at_ms: 0,
+            command: Some(command),
+        };
+        let offered = |events: &[Arc<Envelope>]| {
+            events.iter().find_map(|e| match &e.event {
+                Some(Event::ConversationOffered(o)) => Some((o.offer_id.clone(), o.deadline_ms)),
+                _ => None,
+            })
+        };
+        let expire = |(offer_id, deadline_ms): (String, i64)| Due {
+            deadline_ms,
+            domain: "d".into(),
+            what: Timer::ExpireOffer { offer_id },
+        };
+        // given an agent who accepted one offer and holds another, still open
+        let (shard, _appends, _committer, _dir) = slow_shard(false, 1024);
+        let mut last = Vec::new();
+        for (id, command) in [
+            ("q", webchat_queue("sales", 30_000, 0)),
+            ("a", agent("a1", Channel::Webchat as i32, &["sales"])),
+            ("s", available("a1")),
+            ("m1", customer_message("c1", "sales", "m1")),
+        ] {
+            last = Submit::hand_over(&shard.addr, in_d(id, command), Mode::Normal).await.await.unwrap().unwrap();
+        }
+        let answered = offered(&last).expect("c1 offered to a1");
+        let accept = C::AcceptOffer(AcceptOffer { agent_id: "a1".into(), offer_id: answered.0.clone() });
+        Submit::hand_over(&shard.addr, in_d("accept", accept), Mode::Normal).await.await.unwrap().unwrap();
+        let message = customer_message("c2", "sales", "m2");
+        let events = Submit::hand_over(&shard.addr, in_d("m2", message), Mode::Normal).await.await.unwrap().unwrap();
+        let open = offered(&events).expect("c2 offered to a1");
+
+        // when the answered offer's deadline fires, then the shard drops it undecided: no answer comes
+        let dropped = Submit::fire(&shard.addr, expire(answered), crate::now_ms()).await;
+        assert!(dropped.await.is_err(), "a timer that decides to nothing is not decided");
+
+        // when the open offer's deadline fires, then it is carried out
+        let fired = Submit::fire(&shard.addr, expire(open), crate::now_ms()).await.await.unwrap().unwrap();
+        assert!(fired.iter().any(|e| matches!(e.event, Some(Event::OfferTimedOut(_)))), "{fired:?}");
+    }
+
+    #[actix_rt::test]
     async fn a_command_handed_to_a_full_mailbox_waits_for_room_and_is_answered_in_turn() {
         // given a shard with room for one message, held up by a read on its thread
         let (shard, _appends, _committer, _dir) = slow_shard(false, 1);

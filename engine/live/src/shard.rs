@@ -147,6 +147,9 @@ pub(crate) struct Submit {
     pub(crate) command: Command,
     pub(crate) mode: Mode,
     reply: oneshot::Sender<Result<Vec<Arc<Envelope>>, SubmitError>>,
+    /// For a timer's command, the timer: the command is dropped undecided
+    /// if the timer is no longer live when the shard takes it.
+    timer: Option<Due>,
 }
 
 impl Message for Submit {
@@ -162,8 +165,27 @@ impl Submit {
         command: Command,
         mode: Mode,
     ) -> Pending<Vec<Arc<Envelope>>> {
+        Submit::send(shard, command, mode, None).await
+    }
+
+    /// Hands the command of `due`, fired `now_ms`, to `shard`, as
+    /// [`Submit::hand_over`] does. A timer that is no longer live (its offer
+    /// answered, its wrap-up submitted) decides to nothing, so the shard
+    /// drops it instead of deciding it and writing a barrier for it; its
+    /// answer's channel then reports it gone. Every accepted offer leaves
+    /// such a timer behind.
+    pub(crate) async fn fire(shard: &Addr<ShardActor>, due: Due, now_ms: i64) -> Pending<Vec<Arc<Envelope>>> {
+        Submit::send(shard, due.command(now_ms), Mode::Normal, Some(due)).await
+    }
+
+    async fn send(
+        shard: &Addr<ShardActor>,
+        command: Command,
+        mode: Mode,
+        timer: Option<Due>,
+    ) -> Pending<Vec<Arc<Envelope>>> {
         let (reply, pending) = oneshot::channel();
-        if let Err(SendError::Full(submit)) = shard.try_send(Submit { command, mode, reply }) {
+        if let Err(SendError::Full(submit)) = shard.try_send(Submit { command, mode, reply, timer }) {
             // `send` queues it behind the full mailbox and waits until the
             // shard has handled it, which holds the caller back. On this
             // path alone a caller that goes away (a client disconnecting)
@@ -437,6 +459,11 @@ impl Handler<Submit> for ShardActor {
     type Result = ();
 
     fn handle(&mut self, msg: Submit, _: &mut Context<Self>) -> Self::Result {
+        if let Some(timer) = &msg.timer {
+            if self.domains.get(&timer.domain).is_some_and(|entry| !timer.is_live(&entry.state)) {
+                return;
+            }
+        }
         let reply = msg.reply;
         match self.decide(msg.command, msg.mode) {
             Err(outage) => {

@@ -18,7 +18,7 @@ use switchboard_proto::v1::envelope::Event;
 use switchboard_proto::v1::{AutoWrapUp, ExpireOffer};
 use tokio::sync::mpsc;
 
-use crate::shard::{Mode, ShardActor, Submit};
+use crate::shard::{ShardActor, Submit};
 
 /// Something due at a time. Ordered by time first, so a set of them is the
 /// timer queue, and arming the same thing twice keeps one.
@@ -183,11 +183,10 @@ pub(crate) async fn run_timers(mut arms: mpsc::UnboundedReceiver<Due>, shard: Ad
                 let now = crate::now_ms();
                 while queue.first().is_some_and(|due| due.deadline_ms <= now) {
                     let due = queue.pop_first().expect("checked above");
-                    let command = due.command(now);
                     if !shard.connected() {
                         return; // The shard stopped.
                     }
-                    let pending = Submit::hand_over(&shard, command, Mode::Normal).await;
+                    let pending = Submit::fire(&shard, due.clone(), now).await;
                     // The reply comes after the append; the queue must not wait for it.
                     actix::spawn(async move {
                         if let Ok(Err(e)) = pending.await {
