@@ -1,12 +1,27 @@
 //! Command bodies for tests' setups (feature `testing`): the queue, agents
 //! and customer traffic a routing test starts from, one builder each, so
-//! that the tests of every crate do not each spell out the same structs.
+//! that the tests of every crate do not each spell out the same structs;
+//! and the offer a test reads back from a command's events.
+
+use std::sync::Arc;
 
 use switchboard_proto::v1::command::Command as C;
+use switchboard_proto::v1::envelope::Event;
 use switchboard_proto::v1::{
     AgentProfile, AgentStatus, Channel, ChannelCapacity, ConfigureAgent, ConfigureQueue, QueueConfig,
     ReceiveCustomerMessage, RoutingStrategy, SetAgentState, TransferTimeoutPolicy,
 };
+
+use crate::Envelope;
+use switchboard_proto::v1::ConversationOffered;
+
+/// The first offer among `events` (a command's answer), if any.
+pub fn offered(events: &[Arc<Envelope>]) -> Option<&ConversationOffered> {
+    events.iter().find_map(|e| match &e.event {
+        Some(Event::ConversationOffered(o)) => Some(o),
+        _ => None,
+    })
+}
 
 /// A webchat queue `queue_id` routing to the longest available agent and
 /// requeueing a transfer that times out.

@@ -541,7 +541,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_timer_that_is_no_longer_live_is_dropped_by_the_shard_and_a_live_one_is_carried_out() {
         use crate::timer::{Due, Timer};
-        use switchboard_domain::testing::{agent, available, customer_message, webchat_queue};
+        use switchboard_domain::testing::{agent, available, customer_message, offered, webchat_queue};
         use switchboard_proto::v1::envelope::Event;
         let in_d = |command_id: &str, command: C| Command {
             command_id: command_id.into(),
@@ -549,16 +549,10 @@ mod tests {
             at_ms: 0,
             command: Some(command),
         };
-        let offered = |events: &[Arc<Envelope>]| {
-            events.iter().find_map(|e| match &e.event {
-                Some(Event::ConversationOffered(o)) => Some((o.offer_id.clone(), o.deadline_ms)),
-                _ => None,
-            })
-        };
-        let expire = |(offer_id, deadline_ms): (String, i64)| Due {
-            deadline_ms,
+        let expire = |offer: &ConversationOffered| Due {
+            deadline_ms: offer.deadline_ms,
             domain: "d".into(),
-            what: Timer::ExpireOffer { offer_id },
+            what: Timer::ExpireOffer { offer_id: offer.offer_id.clone() },
         };
         // given an agent who accepted one offer and holds another, still open
         let (shard, _appends, _committer, _dir) = slow_shard(false, 1024);
@@ -572,7 +566,7 @@ mod tests {
             last = Submit::hand_over(&shard.addr, in_d(id, command), Mode::Normal).await.await.unwrap().unwrap();
         }
         let answered = offered(&last).expect("c1 offered to a1");
-        let accept = C::AcceptOffer(AcceptOffer { agent_id: "a1".into(), offer_id: answered.0.clone() });
+        let accept = C::AcceptOffer(AcceptOffer { agent_id: "a1".into(), offer_id: answered.offer_id.clone() });
         Submit::hand_over(&shard.addr, in_d("accept", accept), Mode::Normal).await.await.unwrap().unwrap();
         let message = customer_message("c2", "sales", "m2");
         let events = Submit::hand_over(&shard.addr, in_d("m2", message), Mode::Normal).await.await.unwrap().unwrap();

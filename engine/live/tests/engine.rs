@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use prost::Message;
 use switchboard_domain::testing;
+use switchboard_domain::testing::offered;
 use switchboard_journal::{EmbeddedJournal, Journal, JournalError, JournalOptions};
 use switchboard_live::{DomainState, Engine, EngineError, EngineOptions, Envelope, SubmitError};
 use switchboard_proto::v1::command::Command as C;
@@ -68,13 +69,6 @@ fn folded(dir: &Path) -> String {
             .unwrap();
     }
     serde_json::to_string(&states).unwrap()
-}
-
-fn offered(events: &[Arc<Envelope>]) -> Option<&ConversationOffered> {
-    events.iter().find_map(|e| match &e.event {
-        Some(Event::ConversationOffered(o)) => Some(o),
-        _ => None,
-    })
 }
 
 /// Waits up to 5 s for a published event that `pick` selects.

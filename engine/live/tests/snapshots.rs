@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use prost::Message;
+use switchboard_domain::testing::offered;
 use switchboard_journal::{EmbeddedJournal, Journal, JournalOptions};
 use switchboard_live::{DomainState, Engine, EngineOptions, Envelope, SnapshotError};
 use switchboard_proto::v1::command::Command as C;
-use switchboard_proto::v1::envelope::Event;
 use switchboard_proto::v1::*;
 
 fn command(domain: &str, command_id: &str, body: C) -> Command {
@@ -100,13 +100,7 @@ async fn traffic(engine: &Engine, domains: &[String], from: usize, to: usize) {
                 if i + 1 == to {
                     break;
                 }
-                let offer = events
-                    .iter()
-                    .find_map(|e| match &e.event {
-                        Some(Event::ConversationOffered(o)) => Some(o.clone()),
-                        _ => None,
-                    })
-                    .expect("an agent is free");
+                let offer = offered(&events).expect("an agent is free").clone();
                 let agent_id = offer.agent_id.clone();
                 let steps = [
                     C::AcceptOffer(AcceptOffer { agent_id: agent_id.clone(), offer_id: offer.offer_id }),
