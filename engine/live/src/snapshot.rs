@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -220,29 +220,72 @@ fn write(dir: &Path, shards: usize, taken: &Taken<'_>) -> Result<(PathBuf, u64),
             })
             .collect(),
     };
-    let body = serde_json::to_vec(&body).map_err(|source| SnapshotError::Json { path: path.clone(), source })?;
-
     let temp = dir.join(format!("{}.tmp", name.file_name()));
-    let mut file = File::create(&temp).map_err(io_error("create", &temp))?;
-    // Header and body written apart: a framed copy of a body of tens of MB
-    // cost as much memory again at every snapshot.
-    file.write_all(&header(&body)).map_err(io_error("write", &temp))?;
-    file.write_all(&body).map_err(io_error("write", &temp))?;
+    let file = File::create(&temp).map_err(io_error("create", &temp))?;
+    // The body is serialized straight into the file behind a placeholder
+    // header, then the header is written over it: building the body in
+    // memory first cost a buffer as large as the snapshot (tens to hundreds
+    // of MB at a high rate), the kernel's zeroing of its pages and a copy.
+    let mut out = Summed::new(io::BufWriter::with_capacity(1 << 16, file));
+    out.inner.write_all(&[0; HEADER_LEN]).map_err(io_error("write", &temp))?;
+    serde_json::to_writer(&mut out, &body).map_err(|source| {
+        if source.is_io() {
+            io_error("write", &temp)(source.into())
+        } else {
+            SnapshotError::Json { path: path.clone(), source }
+        }
+    })?;
+    let (mut file, len, crc) = out.finish().map_err(io_error("write", &temp))?;
+    file.seek(io::SeekFrom::Start(0)).map_err(io_error("seek", &temp))?;
+    file.write_all(&header(len, crc)).map_err(io_error("write", &temp))?;
     // Durable content before the rename makes the name visible: a crash
     // leaves the old files, or the whole new one, never a name on torn bytes.
     file.sync_all().map_err(io_error("fsync", &temp))?;
     drop(file);
     fs::rename(&temp, &path).map_err(io_error("rename", &temp))?;
     sync_dir(dir)?;
-    Ok((path, (HEADER_LEN + body.len()) as u64))
+    Ok((path, HEADER_LEN as u64 + len))
 }
 
-/// A snapshot file's header for `body`: magic, body length, body checksum.
-fn header(body: &[u8]) -> [u8; HEADER_LEN] {
+/// A writer that counts and checksums the bytes it passes on: the body's
+/// length and CRC-32 for the header, known only once the body is written.
+struct Summed<W> {
+    inner: W,
+    len: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl Summed<io::BufWriter<File>> {
+    fn new(inner: io::BufWriter<File>) -> Self {
+        Summed { inner, len: 0, crc: crc32fast::Hasher::new() }
+    }
+
+    /// The file with everything written to it, and the body's length and checksum.
+    fn finish(self) -> io::Result<(File, u64, u32)> {
+        let file = self.inner.into_inner().map_err(io::IntoInnerError::into_error)?;
+        Ok((file, self.len, self.crc.finalize()))
+    }
+}
+
+impl<W: Write> Write for Summed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.len += written as u64;
+        self.crc.update(&buf[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A snapshot file's header: magic, then the body's length and checksum.
+fn header(len: u64, crc: u32) -> [u8; HEADER_LEN] {
     let mut header = [0; HEADER_LEN];
     header[..8].copy_from_slice(MAGIC);
-    header[8..16].copy_from_slice(&(body.len() as u64).to_le_bytes());
-    header[16..].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
+    header[8..16].copy_from_slice(&len.to_le_bytes());
+    header[16..].copy_from_slice(&crc.to_le_bytes());
     header
 }
 
@@ -661,7 +704,8 @@ mod tests {
         let bytes = fs::read(&path).unwrap();
         let ours = format!("\"format\":{FORMAT},");
         let body = String::from_utf8(bytes[HEADER_LEN..].to_vec()).unwrap().replacen(&ours, "\"format\":2,", 1);
-        fs::write(&path, [&header(body.as_bytes())[..], body.as_bytes()].concat()).unwrap();
+        fs::write(&path, [&header(body.len() as u64, crc32fast::hash(body.as_bytes()))[..], body.as_bytes()].concat())
+            .unwrap();
 
         // when it is loaded, then it is refused for its format, which the message names
         let error = load(&path, Name { shards: 1, shard: 0, covered: 7 }, all_in_zero).err().unwrap();
