@@ -23,6 +23,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use switchboard_domain::{Command, DomainState, Envelope};
+use switchboard_live::Published;
 use switchboard_proto::v1::{CommandRefused, JournalBatch};
 use tokio::sync::{broadcast, oneshot};
 
@@ -65,7 +66,7 @@ struct Inner {
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<Outcome>>>>,
     recent: Mutex<(HashMap<String, Outcome>, VecDeque<String>)>,
     states: RwLock<BTreeMap<String, DomainState>>,
-    subscribers: broadcast::Sender<Arc<Envelope>>,
+    subscribers: broadcast::Sender<Published>,
     from_snapshots: usize,
     ready: AtomicBool,
     stop: AtomicBool,
@@ -191,8 +192,9 @@ impl Edge {
         }
     }
 
-    /// Every event read from now on, in log order within each domain.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
+    /// Every event read from now on, in log order within each domain, one
+    /// message per batch on `events`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
         self.inner.subscribers.subscribe()
     }
 
@@ -277,10 +279,8 @@ fn read_events(inner: &Inner, consumer: &BaseConsumer, folded: Vec<u64>) {
                 }
             }
         }
-        if inner.ready.load(Ordering::SeqCst) {
-            for envelope in &events {
-                let _ = inner.subscribers.send(envelope.clone());
-            }
+        if inner.ready.load(Ordering::SeqCst) && !events.is_empty() {
+            let _ = inner.subscribers.send(events.iter().cloned().collect());
         }
         if batch.command_id.is_empty() {
             continue;

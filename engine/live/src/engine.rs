@@ -21,6 +21,7 @@ use crate::shard::{
 use crate::snapshot::{self, ToSnapshots};
 use crate::timer::run_timers;
 use crate::writer::{self, Outlets};
+use crate::Published;
 
 /// How to run an [`Engine`].
 #[derive(Debug, Clone)]
@@ -36,8 +37,9 @@ pub struct EngineOptions {
     /// the domain is answered with the original events instead of being
     /// executed again. Refilled from the log at start.
     pub idempotency_window: usize,
-    /// Events a [`Engine::subscribe`] receiver may fall behind by before it
-    /// misses some (and is told so by `RecvError::Lagged`).
+    /// Appends (messages of [`Published`] events) a [`Engine::subscribe`]
+    /// receiver may fall behind by before it misses some (and is told so by
+    /// `RecvError::Lagged`).
     pub subscriber_capacity: usize,
     /// A shard snapshots its domains' states (into `<data_dir>/snapshots/`)
     /// after every this many events it decides, if the journal has grown
@@ -62,7 +64,7 @@ pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(500);
 
 impl EngineOptions {
     /// Defaults for a journal in `data_dir`: 2 shards, mailboxes of 1024,
-    /// 1024 remembered commands per domain, subscribers 65536 events behind,
+    /// 1024 remembered commands per domain, subscribers 4096 appends behind,
     /// a snapshot every 50 000 events of a shard, a commit delay of 500 µs.
     pub fn new(data_dir: impl Into<PathBuf>) -> EngineOptions {
         EngineOptions {
@@ -70,7 +72,7 @@ impl EngineOptions {
             shards: 2,
             mailbox_capacity: 1024,
             idempotency_window: 1024,
-            subscriber_capacity: 65536,
+            subscriber_capacity: 4096,
             snapshot_every: 50_000,
             commit_delay: DEFAULT_COMMIT_DELAY,
         }
@@ -90,7 +92,7 @@ struct Inner {
     shards: Vec<Shard>,
     /// Hosts every shard's timer task, away from the busy shard threads.
     timer_arbiter: Arbiter,
-    subscribers: broadcast::Sender<Arc<Envelope>>,
+    subscribers: broadcast::Sender<Published>,
     committer: Mutex<Option<GroupCommitter<EmbeddedJournal>>>,
     writers: Mutex<Vec<JoinHandle<()>>>,
     /// The snapshot thread and the way to tell it to finish; `None` when
@@ -129,7 +131,7 @@ pub(crate) fn shard_of(domain: &str, shards: usize) -> usize {
 /// What every shard shares.
 struct Shared<'a> {
     options: &'a EngineOptions,
-    subscribers: broadcast::Sender<Arc<Envelope>>,
+    subscribers: broadcast::Sender<Published>,
     timer_arbiter: &'a Arbiter,
     durable_end: Arc<AtomicU64>,
     /// To the snapshot thread; `None` when snapshots are disabled.
@@ -343,8 +345,8 @@ impl Engine {
     }
 
     /// Every durable event from now on, after its append, in journal order
-    /// within each domain.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
+    /// within each domain, one message per append.
+    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
         self.inner.subscribers.subscribe()
     }
 

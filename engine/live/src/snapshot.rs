@@ -38,6 +38,7 @@ use switchboard_domain::{DomainState, Envelope};
 
 use crate::error::SnapshotError;
 use crate::shard::{DomainEntry, ShardActor, TakeSnapshot};
+use crate::Published;
 
 /// The subdirectory of the data directory that holds the snapshots.
 pub(crate) const DIR: &str = "snapshots";
@@ -104,7 +105,7 @@ pub(crate) struct Taken<'a> {
 pub(crate) enum ToSnapshots {
     /// A shard's group of events, durable at offsets `first..`; `bytes` is
     /// what their records hold.
-    Durable { shard: usize, first: u64, events: Vec<Arc<Envelope>>, bytes: u64 },
+    Durable { shard: usize, first: u64, events: Published, bytes: u64 },
     /// Write this shard's snapshot as of `covered` (unless a newer one is
     /// already written): every event below it was handed over before.
     Due { shard: usize, covered: u64, taken_at_ms: i64 },
@@ -542,7 +543,7 @@ fn snapshot_loop(mut settings: Settings, receiver: &mpsc::Receiver<ToSnapshots>,
             match message {
                 ToSnapshots::Finish => finish = true,
                 ToSnapshots::Durable { shard, first, events, bytes } => {
-                    replicas[shard].pending.extend((first..).zip(events));
+                    replicas[shard].pending.extend((first..).zip(events.iter().cloned()));
                     // A recovery folds every shard's records past the oldest snapshot.
                     cadences.iter_mut().for_each(|cadence| cadence.grew(bytes));
                 }
@@ -770,7 +771,7 @@ mod tests {
         let (sender, receiver) = mpsc::channel();
         let thread = thread::spawn(move || snapshot_loop(settings, &receiver, &[]));
         let due = |covered| ToSnapshots::Due { shard: 0, covered, taken_at_ms: 1 };
-        let grew = |bytes| ToSnapshots::Durable { shard: 0, first: 0, events: Vec::new(), bytes };
+        let grew = |bytes| ToSnapshots::Durable { shard: 0, first: 0, events: Published::from([]), bytes };
         let wait_for = |covered: u64| {
             let deadline = Instant::now() + std::time::Duration::from_secs(10);
             while !covered_on_disk(&dir).contains(&covered) {

@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, mpsc as tokio_mpsc};
 
 use crate::snapshot::ToSnapshots;
 use crate::timer::Due;
+use crate::Published;
 
 /// Called once the job's events are durable (`Ok`) or cannot be (`Err`).
 ///
@@ -45,7 +46,7 @@ const MAX_GROUP_BYTES: usize = 8 << 20;
 /// Where a writer's durable output goes.
 pub(crate) struct Outlets {
     pub(crate) appender: Appender,
-    pub(crate) subscribers: broadcast::Sender<Arc<Envelope>>,
+    pub(crate) subscribers: broadcast::Sender<Published>,
     pub(crate) timers: tokio_mpsc::UnboundedSender<Due>,
     /// Set on the first failed append; read by the actor, which then stops
     /// deciding (its memory is ahead of the log).
@@ -113,11 +114,17 @@ fn write_loop(jobs: &mpsc::Receiver<Job>, outlets: &Outlets) {
                 tracing::error!(error = %e, "journal append failed: the shard takes no more commands until a restart");
             }
         }
-        if let (Ok(Some(first)), Some((shard, sender))) = (&written, &outlets.snapshots) {
-            // Before any job completes: a snapshot barrier among them must
-            // find these events already handed over.
-            let events = group.iter().flat_map(|job| job.events.iter().cloned()).collect();
-            let _ = sender.send(ToSnapshots::Durable { shard: *shard, first: *first, events, bytes: bytes as u64 });
+        if let Ok(Some(first)) = &written {
+            let events: Published = group.iter().flat_map(|job| job.events.iter().cloned()).collect();
+            if let Some((shard, sender)) = &outlets.snapshots {
+                // Before any job completes: a snapshot barrier among them must
+                // find these events already handed over.
+                let durable =
+                    ToSnapshots::Durable { shard: *shard, first: *first, events: events.clone(), bytes: bytes as u64 };
+                let _ = sender.send(durable);
+            }
+            // No receiver is fine: nobody is listening yet.
+            let _ = outlets.subscribers.send(events);
         }
         let mut covered = written.clone().map(|first| covered(&outlets.durable_end, first, count));
         for job in group {
@@ -125,10 +132,6 @@ fn write_loop(jobs: &mpsc::Receiver<Job>, outlets: &Outlets) {
             let events = job.events.len() as u64;
             let this = covered.as_mut().map(|c| c.after(events));
             if this.is_ok() {
-                for envelope in &job.events {
-                    // No receiver is fine: nobody is listening yet.
-                    let _ = outlets.subscribers.send(envelope.clone());
-                }
                 for due in job.timers {
                     let _ = outlets.timers.send(due);
                 }
@@ -191,6 +194,7 @@ mod tests {
     struct Rig {
         jobs: mpsc::Sender<Job>,
         groups: mpsc::Receiver<ToSnapshots>,
+        published: broadcast::Receiver<Published>,
         writer: JoinHandle<()>,
         _committer: GroupCommitter<EmbeddedJournal>,
         _dir: tempfile::TempDir,
@@ -202,9 +206,10 @@ mod tests {
             let (journal, _) = EmbeddedJournal::open(dir.path(), JournalOptions::default()).unwrap();
             let committer = GroupCommitter::spawn(journal);
             let (snapshots, groups) = mpsc::channel();
+            let (subscribers, published) = broadcast::channel(16);
             let outlets = Outlets {
                 appender: committer.appender(),
-                subscribers: broadcast::channel(16).0,
+                subscribers,
                 timers: tokio_mpsc::unbounded_channel().0,
                 failed: Arc::new(OnceLock::new()),
                 durable_end: Arc::new(AtomicU64::new(0)),
@@ -212,7 +217,7 @@ mod tests {
                 commit_delay,
             };
             let (jobs, queue) = mpsc::channel();
-            Rig { jobs, groups, writer: spawn(0, queue, outlets), _committer: committer, _dir: dir }
+            Rig { jobs, groups, published, writer: spawn(0, queue, outlets), _committer: committer, _dir: dir }
         }
 
         /// Sends a job of one event; `done` runs on the writer's thread.
@@ -221,17 +226,25 @@ mod tests {
             self.jobs.send(Job { events: vec![event], timers: Vec::new(), done: Box::new(done) }).unwrap();
         }
 
-        /// The sequences of every group appended, in order, once all jobs are done.
-        fn groups(self) -> Vec<Vec<u64>> {
+        /// The sequences of every group appended, in order, once all jobs are
+        /// done; each was also published to subscribers as one message.
+        fn groups(mut self) -> Vec<Vec<u64>> {
             drop(self.jobs);
             self.writer.join().unwrap();
-            self.groups
+            let mut published = Vec::new();
+            while let Ok(events) = self.published.try_recv() {
+                published.push(events.iter().map(|e| e.sequence).collect::<Vec<_>>());
+            }
+            let groups: Vec<Vec<u64>> = self
+                .groups
                 .try_iter()
                 .map(|group| match group {
                     ToSnapshots::Durable { events, .. } => events.iter().map(|e| e.sequence).collect(),
                     _ => panic!("the writer only hands over durable groups"),
                 })
-                .collect()
+                .collect();
+            assert_eq!(published, groups, "subscribers get each append as one message");
+            groups
         }
     }
 

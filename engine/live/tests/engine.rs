@@ -9,7 +9,7 @@ use prost::Message;
 use switchboard_domain::testing;
 use switchboard_domain::testing::offered;
 use switchboard_journal::{EmbeddedJournal, Journal, JournalError, JournalOptions};
-use switchboard_live::{DomainState, Engine, EngineError, EngineOptions, Envelope, SubmitError};
+use switchboard_live::{DomainState, Engine, EngineError, EngineOptions, Envelope, Published, SubmitError};
 use switchboard_proto::v1::command::Command as C;
 use switchboard_proto::v1::envelope::Event;
 use switchboard_proto::v1::*;
@@ -72,10 +72,10 @@ fn folded(dir: &Path) -> String {
 }
 
 /// Waits up to 5 s for a published event that `pick` selects.
-async fn wait_for<T>(events: &mut broadcast::Receiver<Arc<Envelope>>, pick: impl Fn(&Envelope) -> Option<T>) -> T {
+async fn wait_for<T>(published: &mut broadcast::Receiver<Published>, pick: impl Fn(&Envelope) -> Option<T>) -> T {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if let Some(found) = pick(&events.recv().await.unwrap()) {
+            if let Some(found) = published.recv().await.unwrap().iter().find_map(|event| pick(event)) {
                 return found;
             }
         }
@@ -101,9 +101,9 @@ async fn the_reply_comes_only_after_the_events_are_durable() {
         let written = journal(dir.path());
         for event in &events {
             assert!(written.contains(event), "{} not durable before the reply", event.event_id);
-            // and subscribers receive them too
-            assert_eq!(published.recv().await.unwrap(), *event);
         }
+        // and subscribers receive them too, as the one append they were
+        assert_eq!(*published.recv().await.unwrap(), events[..]);
     }
     engine.shutdown().await.unwrap();
 }
@@ -198,9 +198,12 @@ async fn concurrent_submits_from_many_domains_all_succeed_with_gapless_sequences
     }
     // and subscribers saw every event, in journal order within each domain
     let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for _ in 0..events {
-        let e = published.recv().await.unwrap();
-        seen.entry(e.domain.clone()).or_default().push(e.sequence);
+    let mut received = 0;
+    while received < events {
+        for e in published.recv().await.unwrap().iter() {
+            seen.entry(e.domain.clone()).or_default().push(e.sequence);
+            received += 1;
+        }
     }
     for (d, sequences) in seen {
         assert!(sequences.windows(2).all(|w| w[1] == w[0] + 1), "domain {d}: {sequences:?}");

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use switchboard_domain::{Command, DomainState, Envelope};
 use switchboard_kafka::edge::{Edge, EdgeError, Outcome};
 use switchboard_kafka::worker::Worker;
-use switchboard_live::Engine;
+use switchboard_live::{Engine, Published};
 use tokio::sync::broadcast;
 
 use crate::api::ApiError;
@@ -86,7 +86,7 @@ impl Backend {
     }
 
     /// Every durable event from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
         match self {
             Backend::Embedded(engine) => engine.subscribe(),
             Backend::Kafka { edge, .. } => edge.subscribe(),

@@ -112,7 +112,7 @@ async fn start_on_kafka(config: &Config, settings: KafkaSettings, instance: &str
     let KafkaSettings { brokers, topics, snapshot_every } = settings;
     let edge = {
         let (brokers, topics) = (brokers.clone(), topics.clone());
-        tokio::task::spawn_blocking(move || Edge::start(&brokers, topics, 65_536))
+        tokio::task::spawn_blocking(move || Edge::start(&brokers, topics, 16_384))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??
     };

@@ -12,6 +12,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use switchboard_live::Published;
 use switchboard_proto::v1::envelope::Event;
 use switchboard_proto::v1::{Customer, Envelope};
 use tokio::sync::{broadcast, mpsc};
@@ -98,13 +99,13 @@ impl Drop for Subscription {
 
 impl Feed {
     /// A feed that keeps up with `events` on a task of its own.
-    pub fn start(mut events: broadcast::Receiver<Arc<Envelope>>) -> Arc<Feed> {
+    pub fn start(mut events: broadcast::Receiver<Published>) -> Arc<Feed> {
         let feed = Arc::new(Feed { inner: Mutex::new(Inner::default()) });
         let keeper = feed.clone();
         actix_web::rt::spawn(async move {
             loop {
                 match events.recv().await {
-                    Ok(envelope) => keeper.keep(envelope),
+                    Ok(published) => keeper.keep(&published),
                     // Events were missed: no ring or session may claim to be
                     // complete, so sessions are told to resume, and a resume
                     // from before the gap is refused.
@@ -120,9 +121,13 @@ impl Feed {
         self.inner.lock().expect("feed lock")
     }
 
-    /// Keeps one durable event and pushes it to the sessions it concerns.
-    fn keep(&self, envelope: Arc<Envelope>) {
-        self.lock().keep(envelope);
+    /// Keeps the events of one durable append and pushes each to the
+    /// sessions it concerns.
+    fn keep(&self, published: &[Arc<Envelope>]) {
+        let mut inner = self.lock();
+        for envelope in published {
+            inner.keep(envelope.clone());
+        }
     }
 
     /// Subscribes a session of `agent_id` in `tenant`, which follows the

@@ -10,6 +10,7 @@ use actix_web::HttpResponse;
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use switchboard_domain::{channel, event_name, DomainState};
+use switchboard_live::Published;
 use switchboard_proto::v1::envelope::Event;
 use switchboard_proto::v1::{Envelope, OfferKind};
 use tokio::sync::broadcast;
@@ -23,7 +24,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Installs the process-wide recorder (once) and follows `events`.
-    pub fn start(mut events: broadcast::Receiver<Arc<Envelope>>) -> Arc<Metrics> {
+    pub fn start(mut events: broadcast::Receiver<Published>) -> Arc<Metrics> {
         let recorder = PrometheusBuilder::new()
             .set_buckets(&[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0])
             .expect("static buckets are valid")
@@ -35,9 +36,10 @@ impl Metrics {
             let mut timings = Timings::default();
             loop {
                 match events.recv().await {
-                    Ok(envelope) => timings.observe(&envelope),
+                    Ok(published) => published.iter().for_each(|envelope| timings.observe(envelope)),
+                    // Counted in appends: how many events they held is lost with them.
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        counter!("switchboard_metrics_events_missed_total").increment(missed)
+                        counter!("switchboard_metrics_appends_missed_total").increment(missed)
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
