@@ -537,6 +537,10 @@ fn snapshot_loop(mut settings: Settings, receiver: &mpsc::Receiver<ToSnapshots>,
         // Only the newest of each shard is worth writing: the older ones
         // queued behind a slow disk would be deleted right after.
         let mut newest: BTreeMap<usize, Handed> = BTreeMap::new();
+        // Per shard, the log's growth after its newest Due of this round:
+        // appended after that snapshot, so growth towards the next one,
+        // which writing this one would otherwise wipe.
+        let mut after_newest = vec![0_u64; settings.shards];
         let mut finish = false;
         let mut next = Some(first);
         while let Some(message) = next.take() {
@@ -546,11 +550,13 @@ fn snapshot_loop(mut settings: Settings, receiver: &mpsc::Receiver<ToSnapshots>,
                     replicas[shard].pending.extend((first..).zip(events.iter().cloned()));
                     // A recovery folds every shard's records past the oldest snapshot.
                     cadences.iter_mut().for_each(|cadence| cadence.grew(bytes));
+                    after_newest.iter_mut().for_each(|after| *after += bytes);
                 }
                 ToSnapshots::Due { shard, covered, taken_at_ms } => {
                     asked[shard] = false;
                     if newest.get(&shard).is_none_or(|newer| newer.covered < covered) {
                         newest.insert(shard, Handed { covered, taken_at_ms });
+                        after_newest[shard] = 0;
                     }
                 }
             }
@@ -595,6 +601,7 @@ fn snapshot_loop(mut settings: Settings, receiver: &mpsc::Receiver<ToSnapshots>,
                 Ok((path, bytes)) => {
                     settings.latest[shard] = Some(taken.covered);
                     cadences[shard].written(bytes);
+                    cadences[shard].grew(after_newest[shard]);
                     tracing::info!(path = %path.display(), covered = taken.covered, domains = taken.domains.len(),
                         bytes, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot written");
                 }
@@ -797,5 +804,42 @@ mod tests {
         sender.send(ToSnapshots::Finish).unwrap();
         thread.join().unwrap();
         assert_eq!(covered_on_disk(&dir), [3, 4]);
+    }
+
+    #[test]
+    fn the_log_handed_over_after_a_snapshot_in_the_same_round_counts_towards_the_next() {
+        // given a snapshot at 1 handed over, and behind it, before the thread looks, a large append
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join(DIR);
+        let settings = Settings {
+            data_dir: data.path().to_path_buf(),
+            shards: 1,
+            every: 1,
+            latest: vec![None],
+            durable_end: Arc::new(AtomicU64::new(0)),
+            replicas: vec![entries(&["a", "b"]).into_iter().map(|e| (e.state.domain.clone(), e)).collect()],
+            window: 10,
+        };
+        let (sender, receiver) = mpsc::channel();
+        sender.send(ToSnapshots::Due { shard: 0, covered: 1, taken_at_ms: 1 }).unwrap();
+        sender.send(ToSnapshots::Durable { shard: 0, first: 1, events: Published::from([]), bytes: 1 << 20 }).unwrap();
+        let thread = thread::spawn(move || snapshot_loop(settings, &receiver, &[]));
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while !covered_on_disk(&dir).contains(&1) {
+            assert!(Instant::now() < deadline, "no snapshot at 1");
+            thread::sleep(std::time::Duration::from_millis(5));
+        }
+
+        // when the next one is handed over
+        sender.send(ToSnapshots::Due { shard: 0, covered: 2, taken_at_ms: 2 }).unwrap();
+
+        // then it is written at once: the log grew by far more than the first one's size after it
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while !covered_on_disk(&dir).contains(&2) {
+            assert!(Instant::now() < deadline, "the snapshot at 2 waited: {:?}", covered_on_disk(&dir));
+            thread::sleep(std::time::Duration::from_millis(5));
+        }
+        sender.send(ToSnapshots::Finish).unwrap();
+        thread.join().unwrap();
     }
 }
