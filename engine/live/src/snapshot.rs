@@ -762,30 +762,38 @@ mod tests {
         covered
     }
 
-    #[test]
-    fn a_handed_snapshot_is_written_only_once_the_log_grew_by_the_last_ones_size_and_the_last_one_at_the_end() {
-        let data = tempfile::tempdir().unwrap();
-        let dir = data.path().join(DIR);
-        let settings = Settings {
-            data_dir: data.path().to_path_buf(),
+    /// Waits up to 10 s for a snapshot covering `covered` in `dir`.
+    fn wait_for_on_disk(dir: &Path, covered: u64) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while !covered_on_disk(dir).contains(&covered) {
+            assert!(Instant::now() < deadline, "no snapshot at {covered}: {:?}", covered_on_disk(dir));
+            thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// The snapshot thread's settings for one shard of two domains in `data_dir`.
+    fn one_shard(data_dir: &Path) -> Settings {
+        Settings {
+            data_dir: data_dir.to_path_buf(),
             shards: 1,
             every: 1,
             latest: vec![None],
             durable_end: Arc::new(AtomicU64::new(0)),
             replicas: vec![entries(&["a", "b"]).into_iter().map(|e| (e.state.domain.clone(), e)).collect()],
             window: 10,
-        };
+        }
+    }
+
+    #[test]
+    fn a_handed_snapshot_is_written_only_once_the_log_grew_by_the_last_ones_size_and_the_last_one_at_the_end() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join(DIR);
+        let settings = one_shard(data.path());
         let (sender, receiver) = mpsc::channel();
         let thread = thread::spawn(move || snapshot_loop(settings, &receiver, &[]));
         let due = |covered| ToSnapshots::Due { shard: 0, covered, taken_at_ms: 1 };
         let grew = |bytes| ToSnapshots::Durable { shard: 0, first: 0, events: Published::from([]), bytes };
-        let wait_for = |covered: u64| {
-            let deadline = Instant::now() + std::time::Duration::from_secs(10);
-            while !covered_on_disk(&dir).contains(&covered) {
-                assert!(Instant::now() < deadline, "no snapshot at {covered}: {:?}", covered_on_disk(&dir));
-                thread::sleep(std::time::Duration::from_millis(5));
-            }
-        };
+        let wait_for = |covered: u64| wait_for_on_disk(&dir, covered);
 
         sender.send(due(1)).unwrap();
         wait_for(1);
@@ -811,34 +819,18 @@ mod tests {
         // given a snapshot at 1 handed over, and behind it, before the thread looks, a large append
         let data = tempfile::tempdir().unwrap();
         let dir = data.path().join(DIR);
-        let settings = Settings {
-            data_dir: data.path().to_path_buf(),
-            shards: 1,
-            every: 1,
-            latest: vec![None],
-            durable_end: Arc::new(AtomicU64::new(0)),
-            replicas: vec![entries(&["a", "b"]).into_iter().map(|e| (e.state.domain.clone(), e)).collect()],
-            window: 10,
-        };
+        let settings = one_shard(data.path());
         let (sender, receiver) = mpsc::channel();
         sender.send(ToSnapshots::Due { shard: 0, covered: 1, taken_at_ms: 1 }).unwrap();
         sender.send(ToSnapshots::Durable { shard: 0, first: 1, events: Published::from([]), bytes: 1 << 20 }).unwrap();
         let thread = thread::spawn(move || snapshot_loop(settings, &receiver, &[]));
-        let deadline = Instant::now() + std::time::Duration::from_secs(10);
-        while !covered_on_disk(&dir).contains(&1) {
-            assert!(Instant::now() < deadline, "no snapshot at 1");
-            thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_for_on_disk(&dir, 1);
 
         // when the next one is handed over
         sender.send(ToSnapshots::Due { shard: 0, covered: 2, taken_at_ms: 2 }).unwrap();
 
         // then it is written at once: the log grew by far more than the first one's size after it
-        let deadline = Instant::now() + std::time::Duration::from_secs(10);
-        while !covered_on_disk(&dir).contains(&2) {
-            assert!(Instant::now() < deadline, "the snapshot at 2 waited: {:?}", covered_on_disk(&dir));
-            thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_for_on_disk(&dir, 2);
         sender.send(ToSnapshots::Finish).unwrap();
         thread.join().unwrap();
     }
