@@ -64,7 +64,7 @@ pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(500);
 
 impl EngineOptions {
     /// Defaults for a journal in `data_dir`: 2 shards, mailboxes of 1024,
-    /// 1024 remembered commands per domain, subscribers 4096 appends behind,
+    /// 1024 remembered commands per domain, subscribers 2048 appends behind,
     /// a snapshot every 50 000 events of a shard, a commit delay of 500 µs.
     pub fn new(data_dir: impl Into<PathBuf>) -> EngineOptions {
         EngineOptions {
@@ -72,7 +72,7 @@ impl EngineOptions {
             shards: 2,
             mailbox_capacity: 1024,
             idempotency_window: 1024,
-            subscriber_capacity: 4096,
+            subscriber_capacity: 2048,
             snapshot_every: 50_000,
             commit_delay: DEFAULT_COMMIT_DELAY,
         }
