@@ -227,8 +227,9 @@ fn write(dir: &Path, shards: usize, taken: &Taken<'_>) -> Result<(PathBuf, u64),
     // header, then the header is written over it: building the body in
     // memory first cost a buffer as large as the snapshot (tens to hundreds
     // of MB at a high rate), the kernel's zeroing of its pages and a copy.
-    let mut out = Summed::new(io::BufWriter::with_capacity(1 << 16, file));
-    out.inner.write_all(&[0; HEADER_LEN]).map_err(io_error("write", &temp))?;
+    let mut buffered = io::BufWriter::with_capacity(1 << 16, file);
+    buffered.write_all(&[0; HEADER_LEN]).map_err(io_error("write", &temp))?;
+    let mut out = Summed::new(buffered);
     serde_json::to_writer(&mut out, &body).map_err(|source| {
         if source.is_io() {
             io_error("write", &temp)(source.into())
