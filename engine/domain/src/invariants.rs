@@ -44,7 +44,8 @@ fn broken(rule: &'static str, detail: String) -> Violation {
 impl DomainState {
     /// Checks every invariant over the whole state.
     pub fn check_invariants(&self) -> Result<(), Violation> {
-        for id in self.conversations.keys() {
+        // In id order, so that the violation reported is always the same one.
+        for (id, _) in self.conversations.in_id_order() {
             self.check_conversation(id)?;
         }
         for id in self.agents.keys() {
