@@ -48,6 +48,9 @@ enum Command {
         /// Shards (threads) routing domains are spread over.
         #[arg(long, default_value_t = 2)]
         shards: usize,
+        /// Threads that answer HTTP and the agents' WebSockets.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+        http_workers: u16,
         /// When a shard decides faster than the disk syncs, its writer waits
         /// this long before the next append so that one fsync carries more
         /// decisions; a command reaching an idle writer never waits. 0 turns
@@ -175,7 +178,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, data, listen, shards, commit_delay, kafka } => {
+        Command::Serve { config, data, listen, shards, http_workers, commit_delay, kafka } => {
             let config = match config {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
@@ -194,7 +197,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 None => LogChoice::Embedded { data, shards, commit_delay },
             };
-            actix_web::rt::System::new().block_on(serve::run(config, log, &listen))?;
+            actix_web::rt::System::new().block_on(serve::run(config, log, &listen, usize::from(http_workers)))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {
@@ -376,5 +379,17 @@ mod tests {
         let off = Cli::try_parse_from(["switchboard", "serve", "--commit-delay", "0s"]).unwrap();
         assert!(matches!(off.command, Command::Serve { commit_delay, .. } if commit_delay.is_zero()));
         assert!(Cli::try_parse_from(["switchboard", "serve", "--commit-delay", "soon"]).is_err());
+    }
+
+    #[test]
+    fn serve_takes_one_http_worker_or_more() {
+        let Command::Serve { http_workers, .. } = Cli::try_parse_from(["switchboard", "serve"]).unwrap().command else {
+            panic!("parsed as another command")
+        };
+        assert_eq!(http_workers, 2);
+        let one = Cli::try_parse_from(["switchboard", "serve", "--http-workers", "1"]).unwrap();
+        assert!(matches!(one.command, Command::Serve { http_workers: 1, .. }));
+        let none = Cli::try_parse_from(["switchboard", "serve", "--http-workers", "0"]).err().expect("0 is refused");
+        assert!(none.to_string().contains("--http-workers"), "{none}");
     }
 }

@@ -66,9 +66,10 @@ pub enum ServeError {
     Server(#[from] std::io::Error),
 }
 
-/// Starts the engine on `data`, then serves the API on `listen`. The first
-/// line on stdout is `listening on http://HOST:PORT`, for tools and tests.
-pub async fn run(config: Config, log: LogChoice, listen: &str) -> Result<(), ServeError> {
+/// Starts the engine on `data`, then serves the API on `listen` with
+/// `http_workers` threads. The first line on stdout is
+/// `listening on http://HOST:PORT`, for tools and tests.
+pub async fn run(config: Config, log: LogChoice, listen: &str, http_workers: usize) -> Result<(), ServeError> {
     // Command ids must not repeat across restarts or processes (a repeated id
     // is answered from the first command's outcome), so the instance name
     // holds the start time beside the process id.
@@ -84,7 +85,7 @@ pub async fn run(config: Config, log: LogChoice, listen: &str) -> Result<(), Ser
     let state = web::Data::new(ApiState::new(engine.clone(), Arc::new(config), instance));
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).app_data(api::json_config()).configure(api::routes))
-            .workers(2)
+            .workers(http_workers)
             // Agent sessions stay open until their agents leave; a stop must not wait for that.
             .shutdown_timeout(3)
             .bind(listen)
