@@ -44,8 +44,7 @@ fn broken(rule: &'static str, detail: String) -> Violation {
 impl DomainState {
     /// Checks every invariant over the whole state.
     pub fn check_invariants(&self) -> Result<(), Violation> {
-        // In id order, so that the violation reported is always the same one.
-        for (id, _) in self.conversations.in_id_order() {
+        for id in self.conversations.keys() {
             self.check_conversation(id)?;
         }
         for id in self.agents.keys() {

@@ -1,10 +1,10 @@
-//! The folded state of one routing domain. Ordered maps everywhere but for
-//! the conversations: the state's digest and every iteration that decides
-//! something must not depend on hash order.
+//! The folded state of one routing domain. Ordered maps everywhere: the
+//! state's digest and every iteration that decides something must not
+//! depend on hash order.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use switchboard_proto::v1::{
     AgentStatus, Channel, Customer, MessageTemplate, OfferKind, QueueConfig, RoutingStrategy, Workflow,
 };
@@ -26,8 +26,7 @@ pub struct DomainState {
     pub agents: BTreeMap<AgentId, Agent>,
     /// Conversations by id, closed ones included (without their messages)
     /// until the retention forgets them.
-    ///
-    pub conversations: Conversations,
+    pub conversations: BTreeMap<ConversationId, Conversation>,
     /// Closed conversations still in `conversations`, by the time of the
     /// event that closed them: what the retention forgets next.
     #[serde(default)]
@@ -55,53 +54,6 @@ pub struct DomainState {
     /// step by `apply`: routing asks it first, so a command costs nothing
     /// extra while every agent is busy, however long the queues are.
     pub free_agents: BTreeMap<i32, BTreeSet<AgentId>>,
-}
-
-/// Conversations by id: a hash map that reads and writes as an ordered one.
-///
-/// Hashed, not ordered: every command and every event looks up its
-/// conversation, often several times, and with a retention's worth of closed
-/// conversations an ordered map's search compared the id with a few dozen
-/// others (a fifth of the shard's time). Nothing decides by iterating over
-/// it; it is serialized and debug-printed in id order, so that the digest,
-/// the snapshots and the tests comparing states do not depend on hash order.
-#[derive(Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Conversations(HashMap<ConversationId, Conversation>);
-
-impl Conversations {
-    /// The entries in id order.
-    pub fn in_id_order(&self) -> Vec<(&ConversationId, &Conversation)> {
-        let mut entries: Vec<_> = self.0.iter().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        entries
-    }
-}
-
-impl std::ops::Deref for Conversations {
-    type Target = HashMap<ConversationId, Conversation>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Conversations {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
-impl Serialize for Conversations {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.in_id_order())
-    }
-}
-
-impl std::fmt::Debug for Conversations {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map().entries(self.in_id_order()).finish()
-    }
 }
 
 /// A queue and the conversations waiting in it.
@@ -431,33 +383,5 @@ impl DomainState {
             *counts.entry(conversation.place()).or_default() += 1;
         }
         counts
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use switchboard_proto::v1::RoutingStrategy;
-
-    use crate::tests::{Fixture, QUEUE_CHAT};
-    use crate::DomainState;
-
-    #[test]
-    fn conversations_serialize_and_print_in_id_order_whatever_the_hash_order() {
-        // given a state holding conversations that arrived out of id order
-        let mut f = Fixture::new(RoutingStrategy::LongestAvailable);
-        for (at, n) in [7, 3, 29, 11, 0, 18, 25, 4, 14, 21, 9, 1, 16, 27, 6, 12, 23, 2, 19, 8].into_iter().enumerate() {
-            f.customer_writes(&format!("c{n:02}"), QUEUE_CHAT, at as i64);
-        }
-        let json = serde_json::to_string(&f.state).unwrap();
-        // when it is read back into maps of their own hash order, and written again
-        let copy: DomainState = serde_json::from_str(&json).unwrap();
-        // then the bytes are the same: the digest and the snapshots do not depend on hash order
-        assert_eq!(serde_json::to_string(&copy).unwrap(), json);
-        // and so is what tests comparing two states print
-        assert_eq!(format!("{copy:?}"), format!("{:?}", f.state));
-        // and in id order, as when they were an ordered map
-        let places: Vec<usize> = (0..30).filter_map(|n| json.find(&format!("\"c{n:02}\":{{"))).collect();
-        assert_eq!(places.len(), 20);
-        assert!(places.is_sorted(), "{places:?}");
     }
 }
