@@ -19,7 +19,8 @@
 //! Files live in `<data_dir>/snapshots/` (the journal ignores directories
 //! and any name not ending in `.log`), are named
 //! `shard-<i>-of-<n>-at-<covered>.snapshot` and are written atomically
-//! (temporary file, fsync, rename, fsync of the directory). Content: an
+//! (temporary file synced every MiB as it is written, fsync, rename, fsync
+//! of the directory). Content: an
 //! 8-byte magic, the body's length (u64 LE) and CRC-32 (u32 LE), then the
 //! body as JSON. The last [`KEEP`] files of each shard are kept.
 
