@@ -12,9 +12,11 @@
 //! - [`run`]: the simulation itself.
 //! - [`stats`]: histograms, counts and the printed summary.
 //! - [`procfs`]: the engine's peak RSS and finding it by its port.
+//! - [`disk`]: how long the disk under a data directory takes to fsync an append.
 
 pub mod api;
 pub mod config;
+pub mod disk;
 pub mod events;
 pub mod procfs;
 pub mod run;

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use switchboard_loadtest::api::Target;
 use switchboard_loadtest::config::{generate, ConfigSpec, Roster};
+use switchboard_loadtest::disk::{self, ProbeOptions};
 use switchboard_loadtest::procfs;
 use switchboard_loadtest::run::{self, RunOptions};
 use switchboard_loadtest::schedule::Mix;
@@ -33,6 +34,26 @@ enum Command {
     /// sales queue per channel (webchat, whatsapp, email) with entry points,
     /// agents with capacities and tokens, a supervisor, wrap-up reasons.
     Config(ConfigArgs),
+    /// Time the disk under a directory as the journal uses it (append, then
+    /// fdatasync, at a steady pace), with the engine stopped: its slowest
+    /// fsyncs are a floor under any load test's offer latency.
+    Disk(DiskArgs),
+}
+
+#[derive(Args)]
+struct DiskArgs {
+    /// A directory on the disk to probe (the engine's --data, say).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Seconds to probe.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Bytes appended before each fsync.
+    #[arg(long, default_value_t = 6_000)]
+    record_bytes: usize,
+    /// Microseconds between fsyncs.
+    #[arg(long, default_value_t = 700)]
+    interval_us: u64,
 }
 
 #[derive(Args)]
@@ -143,17 +164,34 @@ fn seconds(value: f64, what: &str) -> Result<Duration> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Config(args)) = cli.command {
-        let spec = ConfigSpec {
-            tenant: args.tenant,
-            agents: args.agents,
-            capacity: args.capacity,
-            offer_timeout_ms: args.offer_timeout_ms,
-        };
-        print!("{}", generate(&spec));
-        return Ok(());
+    match cli.command {
+        Some(Command::Config(args)) => {
+            let spec = ConfigSpec {
+                tenant: args.tenant,
+                agents: args.agents,
+                capacity: args.capacity,
+                offer_timeout_ms: args.offer_timeout_ms,
+            };
+            print!("{}", generate(&spec));
+            Ok(())
+        }
+        Some(Command::Disk(args)) => probe_disk(args),
+        None => load(cli.run),
     }
-    load(cli.run)
+}
+
+fn probe_disk(args: DiskArgs) -> Result<()> {
+    let options = ProbeOptions {
+        dir: args.dir,
+        duration: seconds(args.duration, "--duration")?,
+        record_bytes: args.record_bytes,
+        interval: Duration::from_micros(args.interval_us),
+    };
+    let report =
+        disk::probe(&options).with_context(|| format!("cannot probe the disk under {}", options.dir.display()))?;
+    print!("{}", report.render_text());
+    println!("{}", report.to_json_line());
+    Ok(())
 }
 
 fn load(args: RunArgs) -> Result<()> {
