@@ -20,9 +20,9 @@
 //! and any name not ending in `.log`), are named
 //! `shard-<i>-of-<n>-at-<covered>.snapshot` and are written atomically
 //! (temporary file synced every MiB as it is written, fsync, rename, fsync
-//! of the directory). Content: an
-//! 8-byte magic, the body's length (u64 LE) and CRC-32 (u32 LE), then the
-//! body as JSON. The last [`KEEP`] files of each shard are kept.
+//! of the directory). Content: an 8-byte magic, the body's length (u64 LE)
+//! and CRC-32 (u32 LE), then the body as JSON. The last [`KEEP`] files of
+//! each shard are kept.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{self, File};
@@ -270,47 +270,6 @@ impl Summed<io::BufWriter<SyncedInSteps>> {
     }
 }
 
-/// How many bytes of a snapshot may be written before they are synced.
-const SYNC_STEP: u64 = 1 << 20;
-
-/// A snapshot file that syncs its data every [`SYNC_STEP`] bytes as it is
-/// written, instead of all at once at the end.
-///
-/// The journal's fsyncs share the disk with the snapshot: synced in one go,
-/// a snapshot of tens of MB filled the device's queue and each journal
-/// fsync issued meanwhile waited behind all of it (10 to 60 ms at 3000
-/// lifecycles/s, every decision of those milliseconds waiting with it).
-/// Synced in steps, a journal fsync waits behind at most one step.
-struct SyncedInSteps {
-    file: File,
-    unsynced: u64,
-}
-
-impl SyncedInSteps {
-    fn new(file: File) -> Self {
-        SyncedInSteps { file, unsynced: 0 }
-    }
-}
-
-impl Write for SyncedInSteps {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // Never more than the step's remainder at once, so that a large
-        // write is synced in steps too.
-        let room = usize::try_from(SYNC_STEP - self.unsynced).unwrap_or(usize::MAX);
-        let written = self.file.write(&buf[..buf.len().min(room)])?;
-        self.unsynced += written as u64;
-        if self.unsynced >= SYNC_STEP {
-            self.file.sync_data()?;
-            self.unsynced = 0;
-        }
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
-
 impl<W: Write> Write for Summed<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let written = self.inner.write(buf)?;
@@ -321,6 +280,53 @@ impl<W: Write> Write for Summed<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// How many bytes of a snapshot may be written before they are synced.
+const SYNC_STEP: u64 = 1 << 20;
+
+/// A snapshot file that syncs its data every [`SYNC_STEP`] bytes as it is
+/// written, instead of all at once at the end.
+///
+/// The journal's fsyncs share the disk with the snapshot: synced in one go,
+/// a snapshot of up to 19 MB filled the device's queue, and journal fsyncs
+/// issued meanwhile waited behind it (9 to 24 ms at 3000 lifecycles/s,
+/// every decision of those milliseconds with them; docs/performance.md,
+/// "Twelfth round"). Synced in steps, a journal fsync waits behind at most
+/// one step.
+struct SyncedInSteps {
+    file: File,
+    unsynced: u64,
+    /// Steps synced so far.
+    synced_steps: u64,
+}
+
+impl SyncedInSteps {
+    fn new(file: File) -> Self {
+        SyncedInSteps { file, unsynced: 0, synced_steps: 0 }
+    }
+}
+
+impl Write for SyncedInSteps {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // A full step is synced before anything more is written, so that an
+        // error means, as `Write` promises, that nothing was written.
+        if self.unsynced >= SYNC_STEP {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+            self.synced_steps += 1;
+        }
+        // Never past the step's end, so that a large write is synced in
+        // steps too.
+        let room = usize::try_from(SYNC_STEP - self.unsynced).unwrap_or(usize::MAX);
+        let written = self.file.write(&buf[..buf.len().min(room)])?;
+        self.unsynced += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -732,10 +738,30 @@ mod tests {
         out.write_all(&body[1000..]).unwrap();
         let stepped = out.into_inner().map_err(io::IntoInnerError::into_error).unwrap();
 
-        // then no more than one step is left unsynced, and the file holds the body whole
-        assert!(stepped.unsynced < SYNC_STEP, "{} bytes written since the last sync", stepped.unsynced);
-        assert_eq!(stepped.unsynced, body.len() as u64 % SYNC_STEP);
+        // then the two full steps were synced as they were written, and the file holds the body whole
+        assert_eq!((stepped.synced_steps, stepped.unsynced), (2, SYNC_STEP / 2));
         assert_eq!(fs::read(&path).unwrap(), body);
+    }
+
+    #[test]
+    fn a_snapshot_larger_than_a_sync_step_reads_back_whole() {
+        // given a domain whose idempotency window holds a few MiB of events
+        let mut domain = DomainEntry::new("big", 3_000);
+        let event = Arc::new(Envelope { domain: "big".into(), command_id: "x".repeat(1000), ..Default::default() });
+        for i in 0..3_000 {
+            domain.recent.insert(format!("command-{i}"), vec![event.clone()]);
+        }
+        let domains = [domain];
+
+        // when it is written
+        let dir = tempfile::tempdir().unwrap();
+        let (path, size) = write(dir.path(), 1, &taken(7, &domains)).unwrap();
+
+        // then it spans several steps, and reads back with every event
+        assert!(size > 2 * SYNC_STEP, "{size} bytes");
+        let loaded = load(&path, Name { shards: 1, shard: 0, covered: 7 }, all_in_zero).unwrap();
+        assert_eq!(loaded[0].recent.len(), 3_000);
+        assert!(loaded[0].recent.iter().all(|(_, events)| events[0].command_id.len() == 1000));
     }
 
     #[test]
