@@ -1,5 +1,6 @@
 //! The `switchboard-loadtest` command: drive a running engine with
-//! simulated customers and agents, or print the configuration to run it with.
+//! simulated customers and agents, print the configuration to run it with,
+//! or time the disk it runs on.
 
 /// The process's allocator.
 #[global_allocator]
@@ -18,7 +19,8 @@ use switchboard_loadtest::run::{self, RunOptions};
 use switchboard_loadtest::schedule::Mix;
 
 /// Load generator for a running switchboard engine. Without a subcommand it
-/// runs the load; `config` prints a server configuration to run it against.
+/// runs the load; `config` prints a server configuration to run it against;
+/// `disk` times the fsyncs of the disk under a directory.
 #[derive(Parser)]
 #[command(name = "switchboard-loadtest", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -48,10 +50,12 @@ struct DiskArgs {
     /// Seconds to probe.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// Bytes appended before each fsync.
+    /// Bytes appended before each fsync (the default: about one group
+    /// commit's worth at 3000 lifecycles/s).
     #[arg(long, default_value_t = 6_000)]
     record_bytes: usize,
-    /// Microseconds between fsyncs.
+    /// Microseconds to pause after each fsync (the default gives about the
+    /// journal's ~1,000 fsyncs a second at 3000 lifecycles/s).
     #[arg(long, default_value_t = 700)]
     interval_us: u64,
 }
@@ -181,6 +185,9 @@ fn main() -> Result<()> {
 }
 
 fn probe_disk(args: DiskArgs) -> Result<()> {
+    if args.record_bytes == 0 {
+        bail!("--record-bytes must be at least 1: an fsync with nothing appended times nothing");
+    }
     let options = ProbeOptions {
         dir: args.dir,
         duration: seconds(args.duration, "--duration")?,

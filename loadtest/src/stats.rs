@@ -60,6 +60,11 @@ impl Latency {
     }
 }
 
+/// A latency in milliseconds for people, or `-` when there is none.
+pub(crate) fn format_ms(ms: Option<f64>) -> String {
+    ms.map_or_else(|| "-".to_owned(), |v| format!("{v:.2} ms"))
+}
+
 /// A latency distribution's summary.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LatencySummary {
@@ -279,7 +284,7 @@ impl Summary {
 
     /// The report for people, without the JSON line.
     pub fn render_text(&self) -> String {
-        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2} ms"));
+        let ms = format_ms;
         let mut out = String::new();
         let _ = writeln!(
             out,
