@@ -24,3 +24,15 @@ stop_server() {
     if [ -n "${server:-}" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
     server=""
 }
+
+# run_load CONFIG OUT: drives the engine at `$base` with `$bin/switchboard-loadtest`
+# at `$rate` for `$duration` seconds, the agents of CONFIG, and keeps its JSON line in OUT.
+run_load() {
+    "$bin/switchboard-loadtest" --target "$base" --rate "$rate" --duration "$duration" --config "$1" --quiet \
+        | tail -n 1 > "$2"
+}
+
+# json_fields FILE KEY...: the values of KEYs in the JSON object in FILE, on one line.
+json_fields() {
+    python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(*(r[k] for k in sys.argv[2:]))' "$@"
+}

@@ -41,7 +41,7 @@ pub struct ProbeReport {
     pub over_5ms: u64,
     /// Fsyncs longer than 10 ms.
     pub over_10ms: u64,
-    /// Bytes appended in all.
+    /// Bytes appended in all: one record a fsync.
     pub bytes: u64,
 }
 
@@ -84,7 +84,7 @@ pub fn probe(options: &ProbeOptions) -> io::Result<ProbeReport> {
 fn run(mut file: &File, options: &ProbeOptions) -> io::Result<ProbeReport> {
     let record = vec![b'x'; options.record_bytes];
     let mut latency = Latency::default();
-    let (mut over_5ms, mut over_10ms, mut bytes) = (0, 0, 0);
+    let (mut over_5ms, mut over_10ms) = (0, 0);
     let end = Instant::now() + options.duration;
     while Instant::now() < end {
         file.write_all(&record)?;
@@ -94,9 +94,9 @@ fn run(mut file: &File, options: &ProbeOptions) -> io::Result<ProbeReport> {
         latency.record(took);
         over_5ms += u64::from(took > Duration::from_millis(5));
         over_10ms += u64::from(took > Duration::from_millis(10));
-        bytes += record.len() as u64;
         thread::sleep(options.interval);
     }
+    let bytes = latency.count() * record.len() as u64;
     Ok(ProbeReport { fsync: latency.summary(), over_5ms, over_10ms, bytes })
 }
 
