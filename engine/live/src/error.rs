@@ -149,14 +149,15 @@ pub enum SnapshotError {
         /// The format this engine reads.
         reads: u32,
     },
-    /// The body is not the JSON this engine writes.
+    /// The body cannot be encoded, or does not decode as the body this
+    /// engine writes.
     #[error("snapshot {}: {source}", path.display())]
-    Json {
+    Encoding {
         /// The file.
         path: PathBuf,
-        /// What serde_json reported.
+        /// What postcard reported.
         #[source]
-        source: serde_json::Error,
+        source: postcard::Error,
     },
     /// The snapshot claims events the journal does not hold (the journal
     /// was replaced or lost records): using it would invent history.

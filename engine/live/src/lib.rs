@@ -23,7 +23,7 @@ pub use engine::{Engine, EngineOptions, DEFAULT_COMMIT_DELAY};
 pub use error::{EngineError, Outage, SnapshotError, SubmitError};
 pub use recovery::RecoveryReport;
 pub use shard::{changes_nothing, is_configuration, Decision, DomainEntry, Mode, Recent};
-pub use snapshot::SnapshotCadence;
+pub use snapshot::{body_format as snapshot_format, read_states as read_snapshot_states, SnapshotCadence};
 pub use switchboard_domain::{Command, DomainState, Envelope, Rejection};
 pub use timer::{timers_for, timers_from_state, Due, Timer};
 

@@ -21,8 +21,9 @@
 //! `shard-<i>-of-<n>-at-<covered>.snapshot` and are written atomically
 //! (temporary file synced every MiB as it is written, fsync, rename, fsync
 //! of the directory). Content: an 8-byte magic, the body's length (u64 LE)
-//! and CRC-32 (u32 LE), then the body as JSON. The last [`KEEP`] files of
-//! each shard are kept.
+//! and CRC-32 (u32 LE), then the body in postcard, serde's data model in a
+//! compact binary form, its first field the format. The last [`KEEP`] files
+//! of each shard are kept.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{self, File};
@@ -51,8 +52,9 @@ const HEADER_LEN: usize = MAGIC.len() + 8 + 4;
 /// 2: states hold the closed conversations the retention will forget; a
 /// state of format 1 lacks them, so a fold from it would part from a full
 /// fold (and from `replay`) once they are due. 3: conversations hold
-/// their thread of messages, which a state of format 2 lacks.
-const FORMAT: u32 = 3;
+/// their thread of messages, which a state of format 2 lacks. 4: the body
+/// in postcard; formats 1 to 3 are JSON, read now only for their format.
+const FORMAT: u32 = 4;
 const SUFFIX: &str = ".snapshot";
 const TEMP_SUFFIX: &str = ".snapshot.tmp";
 
@@ -114,29 +116,25 @@ pub(crate) enum ToSnapshots {
     Finish,
 }
 
-#[derive(Serialize)]
-struct BodyOut<'a> {
+/// A snapshot's body: written with borrowed domains ([`DomainOut`]), read
+/// into owned ones ([`LoadedDomain`]). One type for both, because postcard
+/// knows fields only by their order.
+#[derive(Serialize, Deserialize)]
+struct Body<D> {
+    /// First, so that a body of another format is known before the rest is decoded.
     format: u32,
     shards: usize,
     shard: usize,
     covered: u64,
     taken_at_ms: i64,
-    domains: Vec<DomainOut<'a>>,
+    domains: Vec<D>,
 }
 
+/// A domain as written: [`LoadedDomain`], borrowed.
 #[derive(Serialize)]
 struct DomainOut<'a> {
     state: &'a DomainState,
     recent: Vec<(&'a str, Vec<&'a Envelope>)>,
-}
-
-#[derive(Deserialize)]
-struct BodyIn {
-    format: u32,
-    shards: usize,
-    shard: usize,
-    covered: u64,
-    domains: Vec<LoadedDomain>,
 }
 
 /// A domain read back from a snapshot file.
@@ -207,7 +205,7 @@ fn list(dir: &Path) -> Result<Listing, SnapshotError> {
 fn write(dir: &Path, shards: usize, taken: &Taken<'_>) -> Result<(PathBuf, u64), SnapshotError> {
     let name = Name { shards, shard: taken.shard, covered: taken.covered };
     let path = dir.join(name.file_name());
-    let body = BodyOut {
+    let body = Body {
         format: FORMAT,
         shards,
         shard: taken.shard,
@@ -223,22 +221,16 @@ fn write(dir: &Path, shards: usize, taken: &Taken<'_>) -> Result<(PathBuf, u64),
             .collect(),
     };
     let temp = dir.join(format!("{}.tmp", name.file_name()));
-    let file = File::create(&temp).map_err(io_error("create", &temp))?;
+    let mut file = File::create(&temp).map_err(io_error("create", &temp))?;
     // The body is serialized straight into the file behind a placeholder
     // header, then the header is written over it: building the body in
     // memory first cost a buffer as large as the snapshot (tens to hundreds
     // of MB at a high rate), the kernel's zeroing of its pages and a copy.
-    let mut buffered = io::BufWriter::with_capacity(1 << 16, SyncedInSteps::new(file));
-    buffered.write_all(&[0; HEADER_LEN]).map_err(io_error("write", &temp))?;
-    let mut out = Summed::new(buffered);
-    serde_json::to_writer(&mut out, &body).map_err(|source| {
-        if source.is_io() {
-            io_error("write", &temp)(source.into())
-        } else {
-            SnapshotError::Json { path: path.clone(), source }
-        }
+    file.write_all(&[0; HEADER_LEN]).map_err(io_error("write", &temp))?;
+    let (mut file, len, crc) = encode_body(&body, file).map_err(|failure| match failure {
+        EncodeFailure::Write(error) => io_error("write", &temp)(error),
+        EncodeFailure::Encoding(source) => SnapshotError::Encoding { path: path.clone(), source },
     })?;
-    let (mut file, len, crc) = out.finish().map_err(io_error("write", &temp))?;
     file.seek(io::SeekFrom::Start(0)).map_err(io_error("seek", &temp))?;
     file.write_all(&header(len, crc)).map_err(io_error("write", &temp))?;
     // Durable content before the rename makes the name visible: a crash
@@ -250,32 +242,66 @@ fn write(dir: &Path, shards: usize, taken: &Taken<'_>) -> Result<(PathBuf, u64),
     Ok((path, HEADER_LEN as u64 + len))
 }
 
+/// Why a body could not be encoded into its file.
+#[derive(Debug)]
+enum EncodeFailure {
+    Write(io::Error),
+    Encoding(postcard::Error),
+}
+
+/// Encodes `body` into `file` where it stands, synced in steps; returns the
+/// file and the body's length and checksum.
+fn encode_body(body: &impl Serialize, file: File) -> Result<(File, u64, u32), EncodeFailure> {
+    // Buffered before it is summed, so the checksum runs over whole buffers,
+    // not the few bytes at a time the encoder writes.
+    let mut out = io::BufWriter::with_capacity(1 << 16, Summed::new(SyncedInSteps::new(file)));
+    if let Err(source) = postcard::to_io(body, &mut out) {
+        // postcard reports a failed write without its cause, which the
+        // summing writer kept.
+        return Err(match out.get_mut().failed.take() {
+            Some(error) => EncodeFailure::Write(error),
+            None => EncodeFailure::Encoding(source),
+        });
+    }
+    let summed = out.into_inner().map_err(|error| EncodeFailure::Write(error.into_error()))?;
+    Ok(summed.finish())
+}
+
 /// A writer that counts and checksums the bytes it passes on: the body's
 /// length and CRC-32 for the header, known only once the body is written.
+/// It also keeps the last write error, which the encoder drops.
 struct Summed<W> {
     inner: W,
     len: u64,
     crc: crc32fast::Hasher,
+    failed: Option<io::Error>,
 }
 
-impl Summed<io::BufWriter<SyncedInSteps>> {
-    fn new(inner: io::BufWriter<SyncedInSteps>) -> Self {
-        Summed { inner, len: 0, crc: crc32fast::Hasher::new() }
+impl Summed<SyncedInSteps> {
+    fn new(inner: SyncedInSteps) -> Self {
+        Summed { inner, len: 0, crc: crc32fast::Hasher::new(), failed: None }
     }
 
     /// The file with everything written to it, and the body's length and checksum.
-    fn finish(self) -> io::Result<(File, u64, u32)> {
-        let stepped = self.inner.into_inner().map_err(io::IntoInnerError::into_error)?;
-        Ok((stepped.file, self.len, self.crc.finalize()))
+    fn finish(self) -> (File, u64, u32) {
+        (self.inner.file, self.len, self.crc.finalize())
     }
 }
 
 impl<W: Write> Write for Summed<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let written = self.inner.write(buf)?;
-        self.len += written as u64;
-        self.crc.update(&buf[..written]);
-        Ok(written)
+        match self.inner.write(buf) {
+            Ok(written) => {
+                self.len += written as u64;
+                self.crc.update(&buf[..written]);
+                Ok(written)
+            }
+            Err(error) => {
+                let kind = error.kind();
+                self.failed = Some(error);
+                Err(kind.into())
+            }
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -365,11 +391,12 @@ pub(crate) fn load(
     if crc32fast::hash(body) != crc {
         return Err(damaged("checksum mismatch".into()));
     }
-    let body: BodyIn =
-        serde_json::from_slice(body).map_err(|source| SnapshotError::Json { path: path.to_path_buf(), source })?;
-    if body.format != FORMAT {
-        return Err(SnapshotError::OtherFormat { path: path.to_path_buf(), format: body.format, reads: FORMAT });
+    let format = body_format(body).ok_or_else(|| damaged("no format at the body's start".into()))?;
+    if format != FORMAT {
+        return Err(SnapshotError::OtherFormat { path: path.to_path_buf(), format, reads: FORMAT });
     }
+    let body: Body<LoadedDomain> =
+        postcard::from_bytes(body).map_err(|source| SnapshotError::Encoding { path: path.to_path_buf(), source })?;
     if (body.shards, body.shard, body.covered) != (name.shards, name.shard, name.covered) {
         return Err(damaged(format!(
             "the body says shard {} of {} at {}, unlike its name",
@@ -384,6 +411,33 @@ pub(crate) fn load(
         }
     }
     Ok(body.domains)
+}
+
+/// Reads and checks the snapshot file at `path` (header, checksum, format,
+/// that its body and its domains match its name): the domain states it
+/// holds, for tools and tests that look into a data directory.
+pub fn read_states(path: &Path) -> Result<Vec<DomainState>, SnapshotError> {
+    let name =
+        path.file_name().and_then(|name| name.to_str()).and_then(Name::parse).ok_or_else(|| {
+            SnapshotError::Damaged { path: path.to_path_buf(), reason: "not a snapshot's name".into() }
+        })?;
+    let domains = load(path, name, crate::engine::shard_of)?;
+    Ok(domains.into_iter().map(|domain| domain.state).collect())
+}
+
+/// The format a snapshot's body says it is in: its first field, in
+/// postcard, or in JSON for the formats up to 3 (whose bodies open with
+/// `{`, which as a postcard varint would be format 123). Kafka's snapshot
+/// records are laid out the same way.
+pub fn body_format(body: &[u8]) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct Json {
+        format: u32,
+    }
+    if body.first() == Some(&b'{') {
+        return serde_json::from_slice::<Json>(body).ok().map(|json| json.format);
+    }
+    postcard::take_from_bytes::<u32>(body).ok().map(|(format, _)| format)
 }
 
 /// A set of snapshots to start from: one per shard of one shard count.
@@ -744,6 +798,19 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_write_is_reported_with_its_cause() {
+        // given a device that is always full
+        let full = File::options().write(true).open("/dev/full").unwrap();
+
+        // when a body larger than the write buffer is encoded into it
+        let body = vec![7u8; 1 << 17];
+        let failure = encode_body(&body, full).unwrap_err();
+
+        // then the failure is the disk's, not the encoder's
+        assert!(matches!(&failure, EncodeFailure::Write(e) if e.kind() == io::ErrorKind::StorageFull), "{failure:?}");
+    }
+
+    #[test]
     fn a_snapshot_larger_than_a_sync_step_reads_back_whole() {
         // given a domain whose idempotency window holds a few MiB of events
         let mut domain = DomainEntry::new("big", 3_000);
@@ -773,6 +840,12 @@ mod tests {
         let loaded = load(&path, name, all_in_zero).unwrap();
         assert_eq!(loaded.iter().map(|d| d.state.domain.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(loaded[0].recent[0].1[0].sequence, 3);
+        // and the states read back for tools too, from a file named as a snapshot only
+        let states = read_states(&path).unwrap();
+        assert_eq!(states.iter().map(|s| s.domain.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        let renamed = dir.path().join("copy");
+        fs::copy(&path, &renamed).unwrap();
+        assert!(read_states(&renamed).unwrap_err().to_string().contains("not a snapshot's name"));
 
         let bytes = fs::read(&path).unwrap();
         let mut flipped = bytes.clone();
@@ -794,19 +867,41 @@ mod tests {
 
     #[test]
     fn a_sound_snapshot_of_another_format_is_passed_over_as_such_not_as_damaged() {
-        // given a snapshot rewritten, checksum and all, as an engine of the previous format wrote it
         let dir = tempfile::tempdir().unwrap();
         let (path, _) = write(dir.path(), 1, &taken(7, &entries(&["a"]))).unwrap();
-        let bytes = fs::read(&path).unwrap();
-        let ours = format!("\"format\":{FORMAT},");
-        let body = String::from_utf8(bytes[HEADER_LEN..].to_vec()).unwrap().replacen(&ours, "\"format\":2,", 1);
-        fs::write(&path, [&header(body.len() as u64, crc32fast::hash(body.as_bytes()))[..], body.as_bytes()].concat())
-            .unwrap();
+        let rewrite = |body: &[u8]| {
+            fs::write(&path, [&header(body.len() as u64, crc32fast::hash(body))[..], body].concat()).unwrap();
+        };
+        let refused_for = |format: u32| {
+            let error = load(&path, Name { shards: 1, shard: 0, covered: 7 }, all_in_zero).err().unwrap();
+            assert!(
+                matches!(error, SnapshotError::OtherFormat { format: f, reads: FORMAT, .. } if f == format),
+                "{error}"
+            );
+            assert!(error.to_string().contains(&format!("format {format}, this engine reads {FORMAT}")), "{error}");
+        };
 
+        // given a snapshot, checksum and all, as an engine of the previous format wrote it (JSON),
         // when it is loaded, then it is refused for its format, which the message names
+        rewrite(br#"{"format":3,"shards":1,"shard":0,"covered":7,"taken_at_ms":0,"domains":[]}"#);
+        refused_for(3);
+
+        // and so is a body of a later format
+        let later = Body::<DomainOut<'_>> {
+            format: FORMAT + 1,
+            shards: 1,
+            shard: 0,
+            covered: 7,
+            taken_at_ms: 0,
+            domains: vec![],
+        };
+        rewrite(&postcard::to_allocvec(&later).unwrap());
+        refused_for(FORMAT + 1);
+
+        // while a body that is neither is damaged
+        rewrite(b"{not json");
         let error = load(&path, Name { shards: 1, shard: 0, covered: 7 }, all_in_zero).err().unwrap();
-        assert!(matches!(error, SnapshotError::OtherFormat { format: 2, reads: FORMAT, .. }), "{error}");
-        assert!(error.to_string().contains(&format!("format 2, this engine reads {FORMAT}")), "{error}");
+        assert!(matches!(error, SnapshotError::Damaged { .. }), "{error}");
     }
 
     #[test]
