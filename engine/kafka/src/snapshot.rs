@@ -1,7 +1,7 @@
 //! Reading snapshots back: a partition's states as of a point in its
 //! `events`, in the compacted `snapshots` topic under the key
-//! `<events topic>/<partition>`. JSON, like the embedded engine's
-//! snapshots (states hold maps with string keys). The worker writes them
+//! `<events topic>/<partition>`. In postcard, the version first, like the
+//! embedded engine's snapshots. The worker writes them
 //! (`worker::SnapshotOut`); the worker and the edge both start from them.
 
 use std::collections::BTreeMap;
@@ -14,10 +14,12 @@ use crate::Error;
 /// The snapshot format this version reads and writes. 2: states hold the
 /// closed conversations the retention will forget, which a state of
 /// version 1 lacks (a fold from it would part from a full fold). 3:
-/// conversations hold their thread of messages, which version 2 lacks.
-pub(crate) const SNAPSHOT_VERSION: u32 = 3;
+/// conversations hold their thread of messages, which version 2 lacks. 4:
+/// postcard instead of JSON (versions up to 3 are JSON).
+pub(crate) const SNAPSHOT_VERSION: u32 = 4;
 
-/// One partition's snapshot, as read.
+/// One partition's snapshot, as read; the fields in `worker::SnapshotOut`'s
+/// order, which postcard relies on.
 #[derive(serde::Deserialize)]
 pub(crate) struct Snapshot {
     /// Format version; a reader skips a snapshot of a version it does not know.
@@ -55,20 +57,25 @@ pub(crate) fn latest_snapshots(
     }
     Ok(latest
         .into_iter()
-        .filter_map(|(partition, body)| match serde_json::from_slice::<Snapshot>(&body) {
-            Ok(snapshot) if snapshot.version == SNAPSHOT_VERSION => Some((partition, snapshot)),
-            Ok(snapshot) => {
-                tracing::warn!(
-                    partition,
-                    version = snapshot.version,
-                    "snapshot of an unknown version; folding all events"
-                );
-                None
-            }
+        .filter_map(|(partition, body)| decode(partition, &body).map(|snapshot| (partition, snapshot)))
+        .collect())
+}
+
+/// `partition`'s snapshot record read back, or `None` (logged) if it is of
+/// another version or unreadable: the partition is then folded from the start.
+pub(crate) fn decode(partition: i32, body: &[u8]) -> Option<Snapshot> {
+    match switchboard_live::snapshot_format(body) {
+        Some(SNAPSHOT_VERSION) => match postcard::from_bytes::<Snapshot>(body) {
+            // The sniffed version is this field; checked again all the same.
+            Ok(snapshot) => (snapshot.version == SNAPSHOT_VERSION).then_some(snapshot),
             Err(error) => {
                 tracing::warn!(partition, %error, "unreadable snapshot; folding all events");
                 None
             }
-        })
-        .collect())
+        },
+        version => {
+            tracing::warn!(partition, ?version, "snapshot of an unknown version; folding all events");
+            None
+        }
+    }
 }

@@ -203,7 +203,7 @@ impl Partition {
     }
 }
 
-/// A [`Snapshot`] as written: the same JSON, borrowed from the partition's
+/// A [`Snapshot`] as written: the same fields, borrowed from the partition's
 /// states, so taking one does not copy them on the worker's thread.
 #[derive(serde::Serialize)]
 struct SnapshotOut<'a> {
@@ -383,7 +383,7 @@ impl<'a> Session<'a> {
                 .map_err(client_error("read the end of the events partition"))?;
             let state = self.owned.get_mut(&partition).expect("due partitions are owned");
             state.snapshot_at = state.next_offset;
-            let body = serde_json::to_vec(&SnapshotOut::of(state, resume_at))
+            let body = postcard::to_allocvec(&SnapshotOut::of(state, resume_at))
                 .map_err(|e| Error::Broker { action: "encode a snapshot".into(), reason: e.to_string() })?;
             // Counted before the check: an attempt costs its encoding either way.
             state.cadence.written(body.len() as u64);
@@ -672,7 +672,7 @@ mod tests {
             write(&layout.events, b"acme", batch.encode_to_vec());
         }
         // Taken after both batches, but resuming at the first one's Kafka offset.
-        let snapshot = serde_json::to_vec(&SnapshotOut::of(&live, 0)).unwrap();
+        let snapshot = postcard::to_allocvec(&SnapshotOut::of(&live, 0)).unwrap();
         write(&layout.snapshots, snapshot_key(&layout.events, 0).as_bytes(), snapshot);
         let after = decide(&mut live, configure_agent("c-3", "cid"), 6_000, 10);
         write(&layout.events, b"acme", after.encode_to_vec());
@@ -684,6 +684,28 @@ mod tests {
         let state = |p: &Partition| serde_json::to_value(&p.domains["acme"].state).unwrap();
         assert_eq!(state(&rebuilt), state(&live));
         assert_eq!(rebuilt.domains["acme"].state.agents.len(), 3);
+    }
+
+    #[test]
+    fn a_snapshot_record_of_this_version_reads_back_and_others_are_passed_over() {
+        // given a partition with a domain, and its snapshot record
+        let mut live = Partition::default();
+        decide(&mut live, configure_agent("c-1", "ana"), 5_000, 10);
+        let record = postcard::to_allocvec(&SnapshotOut::of(&live, 7)).unwrap();
+
+        // then it reads back whole
+        let snapshot = crate::snapshot::decode(0, &record).expect("read back");
+        assert_eq!((snapshot.version, snapshot.resume_at, snapshot.next_offset), (SNAPSHOT_VERSION, 7, 1));
+        let (state, recent) = &snapshot.domains["acme"];
+        assert_eq!(serde_json::to_value(state).unwrap(), serde_json::to_value(&live.domains["acme"].state).unwrap());
+        assert_eq!(recent, &["c-1"]);
+
+        // and a later version, an earlier one in JSON and a damaged record are passed over
+        let mut later = record.clone();
+        later[0] = u8::try_from(SNAPSHOT_VERSION + 1).unwrap();
+        assert!(crate::snapshot::decode(0, &later).is_none());
+        assert!(crate::snapshot::decode(0, br#"{"version":3,"resume_at":0,"next_offset":0,"domains":{}}"#).is_none());
+        assert!(crate::snapshot::decode(0, &record[..record.len() / 2]).is_none());
     }
 
     #[test]
