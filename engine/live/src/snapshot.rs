@@ -428,10 +428,11 @@ pub fn read_states(path: &Path) -> Result<Vec<DomainState>, SnapshotError> {
 /// The format a snapshot's body says it is in: its first field, in
 /// postcard, or in JSON for the formats up to 3 (whose bodies open with
 /// `{`, which as a postcard varint would be format 123). Kafka's snapshot
-/// records are laid out the same way.
+/// records are laid out the same way (their JSON called it `version`).
 pub fn body_format(body: &[u8]) -> Option<u32> {
     #[derive(Deserialize)]
     struct Json {
+        #[serde(alias = "version")]
         format: u32,
     }
     if body.first() == Some(&b'{') {
@@ -795,6 +796,15 @@ mod tests {
         // then the two full steps were synced as they were written, and the file holds the body whole
         assert_eq!((stepped.synced_steps, stepped.unsynced), (2, SYNC_STEP / 2));
         assert_eq!(fs::read(&path).unwrap(), body);
+    }
+
+    #[test]
+    fn a_bodys_format_is_read_from_postcard_and_from_the_json_of_earlier_formats() {
+        assert_eq!(body_format(&postcard::to_allocvec(&(FORMAT, "rest")).unwrap()), Some(FORMAT));
+        assert_eq!(body_format(br#"{"format":3,"shards":1}"#), Some(3));
+        assert_eq!(body_format(br#"{"version":3,"resume_at":0}"#), Some(3), "Kafka's records said version");
+        assert_eq!(body_format(b""), None);
+        assert_eq!(body_format(b"{damaged"), None);
     }
 
     #[test]
