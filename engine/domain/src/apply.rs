@@ -167,7 +167,7 @@ impl DomainState {
                 }
                 self.conversations.insert(
                     e.conversation_id.clone(),
-                    Conversation {
+                    Box::new(Conversation {
                         channel: e.channel(),
                         queue_id: e.queue_id.clone(),
                         customer: e.customer.clone().unwrap_or_default(),
@@ -190,7 +190,7 @@ impl DomainState {
                             customer_address: e.customer.as_ref().map(|c| c.email.clone()).unwrap_or_default(),
                             ..Default::default()
                         }),
-                    },
+                    }),
                 );
             }
             Event::CustomerMessageReceived(e) => {

@@ -91,6 +91,7 @@ impl DomainState {
     fn known_conversation(&self, conversation_id: &str) -> Result<&crate::state::Conversation, Rejection> {
         self.conversations
             .get(conversation_id)
+            .map(|conversation| &**conversation)
             .ok_or_else(|| Rejection::UnknownConversation(conversation_id.to_owned()))
     }
 

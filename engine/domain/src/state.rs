@@ -25,8 +25,10 @@ pub struct DomainState {
     /// Agents by id.
     pub agents: BTreeMap<AgentId, Agent>,
     /// Conversations by id, closed ones included (without their messages)
-    /// until the retention forgets them.
-    pub conversations: BTreeMap<ConversationId, Conversation>,
+    /// until the retention forgets them. Boxed: a conversation is ~500
+    /// bytes, and a map's nodes hold their values inline, each node with
+    /// room for eleven, about half of it empty when ids arrive in order.
+    pub conversations: BTreeMap<ConversationId, Box<Conversation>>,
     /// Closed conversations still in `conversations`, by the time of the
     /// event that closed them: what the retention forgets next.
     #[serde(default)]
