@@ -73,8 +73,12 @@ pub(crate) fn decode(partition: i32, body: &[u8]) -> Option<Snapshot> {
                 None
             }
         },
-        version => {
-            tracing::warn!(partition, ?version, "snapshot of an unknown version; folding all events");
+        Some(version) => {
+            tracing::warn!(partition, version, "snapshot of an unknown version; folding all events");
+            None
+        }
+        None => {
+            tracing::warn!(partition, "unreadable snapshot (no version at its start); folding all events");
             None
         }
     }
