@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use litemap::LiteMap;
 use switchboard_proto::v1::envelope::Event;
 use switchboard_proto::v1::{transfer_requested, AgentStatus, Channel, Envelope, OfferKind, StateChangeCause};
 
@@ -183,7 +184,7 @@ impl DomainState {
                         wrapping_up: BTreeSet::new(),
                         first_accepted_at_ms: None,
                         external_ids: BTreeSet::new(),
-                        agent_messages: BTreeMap::new(),
+                        agent_messages: LiteMap::new(),
                         customer_messages: 0,
                         thread: Vec::new(),
                         email: (e.channel() == Channel::Email).then(|| crate::email::EmailThread {

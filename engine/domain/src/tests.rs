@@ -416,7 +416,7 @@ fn receipts_follow_the_channel_delivery_everywhere_but_webchat_read_on_whatsapp_
     assert_eq!(f.kinds(), ["MessageRead"]);
     assert_eq!(f.run(receipt("wa", "m2", true)), Ok(vec![]), "a repeated receipt is recorded once");
     assert!(matches!(f.run(receipt("wa", "nope", false)), Err(Rejection::UnknownMessage { .. })));
-    let receipts = f.state.conversations["wa"].agent_messages["m2"];
+    let receipts = f.state.conversations["wa"].agent_messages.get("m2").copied().unwrap();
     assert!(receipts.delivered && receipts.read);
 }
 
