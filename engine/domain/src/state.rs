@@ -173,7 +173,8 @@ pub struct Conversation {
     /// Agent messages sent, with their receipts. Kept after the close
     /// (receipts come late), for the retention: a map of one or two, where a
     /// B-tree's node (room for eleven) cost twice a sorted vector's
-    /// allocation. Serialized as the B-tree map was.
+    /// allocation; an insert shifts the vector, nothing for the tens of
+    /// messages a conversation holds. Serialized as the B-tree map was.
     pub agent_messages: LiteMap<String, Receipts>,
     /// How many customer messages arrived.
     pub customer_messages: u32,
