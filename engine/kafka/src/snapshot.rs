@@ -18,10 +18,11 @@ use crate::Error;
 /// postcard instead of JSON (versions up to 3 are JSON).
 pub(crate) const SNAPSHOT_VERSION: u32 = 4;
 
-/// One partition's snapshot, as read; the fields in `worker::SnapshotOut`'s
-/// order, which postcard relies on.
-#[derive(serde::Deserialize)]
-pub(crate) struct Snapshot {
+/// One partition's snapshot record: read into owned domains ([`Snapshot`]),
+/// written from borrowed ones (`worker::SnapshotOut`). One type for both,
+/// because postcard knows fields only by their order.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct SnapshotRecord<D> {
     /// Format version; a reader skips a snapshot of a version it does not know.
     pub version: u32,
     /// Kafka offset in `events` to read on from: at or before the first
@@ -30,8 +31,11 @@ pub(crate) struct Snapshot {
     /// Journal offset of the next event.
     pub next_offset: u64,
     /// Each domain's state and recent command ids.
-    pub domains: BTreeMap<String, (DomainState, Vec<String>)>,
+    pub domains: D,
 }
+
+/// One partition's snapshot, as read.
+pub(crate) type Snapshot = SnapshotRecord<BTreeMap<String, (DomainState, Vec<String>)>>;
 
 /// The key of `partition`'s snapshots.
 pub(crate) fn snapshot_key(events: &str, partition: i32) -> String {

@@ -39,7 +39,7 @@ use switchboard_domain::{Command, DomainState, Envelope, Rejection};
 use switchboard_live::{is_configuration, timers_from_state, Decision, DomainEntry, Due, Mode, SnapshotCadence};
 use switchboard_proto::v1::{CommandRefused, JournalBatch};
 
-use crate::snapshot::{latest_snapshots, snapshot_key, Snapshot, SNAPSHOT_VERSION};
+use crate::snapshot::{latest_snapshots, snapshot_key, Snapshot, SnapshotRecord, SNAPSHOT_VERSION};
 
 use crate::journal::read_batches;
 use crate::layout::{TopicLayout, MAX_RECORD_BYTES};
@@ -203,20 +203,14 @@ impl Partition {
     }
 }
 
-/// A [`Snapshot`] as written: the same fields, borrowed from the partition's
-/// states, so taking one does not copy them on the worker's thread.
-#[derive(serde::Serialize)]
-struct SnapshotOut<'a> {
-    version: u32,
-    resume_at: i64,
-    next_offset: u64,
-    domains: BTreeMap<&'a str, (&'a DomainState, Vec<&'a str>)>,
-}
+/// A [`Snapshot`] as written: borrowed from the partition's states, so
+/// taking one does not copy them on the worker's thread.
+type SnapshotOut<'a> = SnapshotRecord<BTreeMap<&'a str, (&'a DomainState, Vec<&'a str>)>>;
 
 impl<'a> SnapshotOut<'a> {
     /// A snapshot of `partition` as it is, to be read on from `resume_at`.
     fn of(partition: &'a Partition, resume_at: i64) -> SnapshotOut<'a> {
-        SnapshotOut {
+        SnapshotRecord {
             version: SNAPSHOT_VERSION,
             resume_at,
             next_offset: partition.next_offset,

@@ -270,14 +270,14 @@ fn encode_body(body: &impl Serialize, file: File) -> Result<(File, u64, u32), En
 /// A writer that counts and checksums the bytes it passes on: the body's
 /// length and CRC-32 for the header, known only once the body is written.
 /// It also keeps the last write error, which the encoder drops.
-struct Summed<W> {
-    inner: W,
+struct Summed {
+    inner: SyncedInSteps,
     len: u64,
     crc: crc32fast::Hasher,
     failed: Option<io::Error>,
 }
 
-impl Summed<SyncedInSteps> {
+impl Summed {
     fn new(inner: SyncedInSteps) -> Self {
         Summed { inner, len: 0, crc: crc32fast::Hasher::new(), failed: None }
     }
@@ -288,7 +288,7 @@ impl Summed<SyncedInSteps> {
     }
 }
 
-impl<W: Write> Write for Summed<W> {
+impl Write for Summed {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self.inner.write(buf) {
             Ok(written) => {
