@@ -104,7 +104,10 @@ impl Edge {
             .create()
             .map_err(|e| Error::client("create the events reader", e))?;
         let all_partitions: Vec<i32> = (0..partitions).collect();
-        let snapshots = latest_snapshots(brokers, &topics, &all_partitions)?;
+        let snapshots: BTreeMap<i32, _> = latest_snapshots(brokers, &topics, &all_partitions)?
+            .into_iter()
+            .filter_map(|(partition, stored)| stored.snapshot.map(|snapshot| (partition, snapshot)))
+            .collect();
         let mut states = BTreeMap::new();
         // Journal offset below which a partition's batches are in its snapshot.
         let mut folded = vec![0; partitions as usize];

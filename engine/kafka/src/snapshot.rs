@@ -1,7 +1,10 @@
-//! Reading snapshots back: a partition's states as of a point in its
-//! `events`, in the compacted `snapshots` topic under the key
-//! `<events topic>/<partition>`. In postcard, the version first, like the
-//! embedded engine's snapshots. The worker writes them
+//! Snapshots: a partition's states as of a point in its `events`, in the
+//! compacted `snapshots` topic. The body is postcard, the version first,
+//! like the embedded engine's snapshots. It is written in pieces of at most
+//! [`PIECE_BYTES`], one record each, because a partition's states grow with
+//! the conversations it keeps (an hour's, by default) past what one record
+//! may hold. The first piece has the key `<events topic>/<partition>`, the
+//! others `<events topic>/<partition>/<index>`. The worker writes them
 //! (`worker::SnapshotOut`); the worker and the edge both start from them.
 
 use std::collections::BTreeMap;
@@ -17,6 +20,33 @@ use crate::Error;
 /// conversations hold their thread of messages, which version 2 lacks. 4:
 /// postcard instead of JSON (versions up to 3 are JSON).
 pub(crate) const SNAPSHOT_VERSION: u32 = 4;
+
+/// The format of a record holding one piece of a snapshot: a [`PieceHead`],
+/// then the piece's bytes. Joined, the pieces are a body of
+/// [`SNAPSHOT_VERSION`]. (A record of version 4 held a whole body; one
+/// written before the pieces is still read.)
+pub(crate) const PIECES_VERSION: u32 = 5;
+
+/// The most bytes of a snapshot's body one record holds: half of what a
+/// record may (`layout::MAX_RECORD_BYTES`), so a record never nears the limit.
+pub(crate) const PIECE_BYTES: usize = crate::layout::MAX_RECORD_BYTES / 2;
+
+/// What each piece of a snapshot says of itself, so a reader joins only the
+/// pieces of one snapshot, all of them, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct PieceHead {
+    /// [`PIECES_VERSION`]; first, where every version of the record has it.
+    version: u32,
+    /// The snapshot's journal offset (its `next_offset`): which snapshot
+    /// the piece belongs to. A partition's snapshots are taken at growing offsets.
+    snapshot: u64,
+    /// The piece's place, from 0.
+    index: u32,
+    /// How many pieces the snapshot has.
+    count: u32,
+    /// CRC-32 of the whole body, checked once the pieces are joined.
+    crc: u32,
+}
 
 /// One partition's snapshot record: read into owned domains ([`Snapshot`]),
 /// written from borrowed ones (`worker::SnapshotOut`). One type for both,
@@ -42,26 +72,124 @@ pub(crate) fn snapshot_key(events: &str, partition: i32) -> String {
     format!("{events}/{partition}")
 }
 
-/// The newest readable snapshot of each of `partitions` of `topics.events`,
-/// from one read of the snapshots topic. A partition whose newest snapshot
-/// cannot be read, or is of another version, has none (a full fold).
+/// The key of piece `index` of `partition`'s snapshot; the first piece's is
+/// the partition's key.
+pub(crate) fn piece_key(events: &str, partition: i32, index: u32) -> String {
+    match index {
+        0 => snapshot_key(events, partition),
+        _ => format!("{events}/{partition}/{index}"),
+    }
+}
+
+/// The partition and piece index that `key` names, if it is a key of
+/// `events`' snapshots. (Topic names hold no `/`.)
+fn parse_key(events: &str, key: &[u8]) -> Option<(i32, u32)> {
+    let rest = std::str::from_utf8(key).ok()?.strip_prefix(events)?.strip_prefix('/')?;
+    let mut parts = rest.split('/');
+    let partition = parts.next()?.parse().ok()?;
+    let index = match parts.next() {
+        None => 0,
+        Some(index) => index.parse().ok().filter(|&index| index > 0)?,
+    };
+    parts.next().is_none().then_some((partition, index))
+}
+
+/// The records of a snapshot `body` taken at journal offset `snapshot`, in
+/// pieces of at most `piece_bytes`, the first piece first.
+pub(crate) fn pieces(body: &[u8], snapshot: u64, piece_bytes: usize) -> Vec<Vec<u8>> {
+    let chunks: Vec<&[u8]> = if body.is_empty() { vec![body] } else { body.chunks(piece_bytes.max(1)).collect() };
+    let count = u32::try_from(chunks.len()).expect("a snapshot has fewer than 2^32 pieces");
+    let crc = crc32fast::hash(body);
+    (0..count)
+        .zip(chunks)
+        .map(|(index, chunk)| {
+            let head = PieceHead { version: PIECES_VERSION, snapshot, index, count, crc };
+            let mut record = postcard::to_allocvec(&head).expect("a piece's head always encodes");
+            record.extend_from_slice(chunk);
+            record
+        })
+        .collect()
+}
+
+/// `partition`'s snapshot joined from the records of its piece keys (by
+/// index), or `None` (logged) if a piece is missing, belongs to another
+/// snapshot or is damaged, or the body is of another version: the
+/// partition is then folded from the start. A record of version 4 is a
+/// whole body, as written before the pieces.
+pub(crate) fn join(partition: i32, records: &BTreeMap<u32, Vec<u8>>) -> Option<Snapshot> {
+    let first = records.get(&0)?;
+    if switchboard_live::snapshot_format(first) != Some(PIECES_VERSION) {
+        return decode(partition, first);
+    }
+    match join_pieces(records) {
+        Ok(body) => decode(partition, &body),
+        Err(why) => {
+            tracing::warn!(partition, why, "incomplete snapshot; folding all events");
+            None
+        }
+    }
+}
+
+/// The body that the pieces of one snapshot (by index) make up, or why they
+/// do not.
+fn join_pieces(records: &BTreeMap<u32, Vec<u8>>) -> Result<Vec<u8>, &'static str> {
+    let first = records.get(&0).ok_or("the first piece is missing")?;
+    let (head, _) = postcard::take_from_bytes::<PieceHead>(first).map_err(|_| "an unreadable piece")?;
+    let mut body = Vec::new();
+    for index in 0..head.count {
+        let record = records.get(&index).ok_or("a piece is missing")?;
+        let (piece, bytes) = postcard::take_from_bytes::<PieceHead>(record).map_err(|_| "an unreadable piece")?;
+        if piece != (PieceHead { index, ..head }) {
+            return Err("a piece of another snapshot");
+        }
+        body.extend_from_slice(bytes);
+    }
+    if crc32fast::hash(&body) != head.crc {
+        return Err("the joined pieces fail their checksum");
+    }
+    Ok(body)
+}
+
+/// What the snapshots topic holds for one partition.
+pub(crate) struct Stored {
+    /// Its newest snapshot, if one can be read.
+    pub snapshot: Option<Snapshot>,
+    /// One past the highest piece index whose key holds a record: the keys
+    /// a smaller snapshot written next leaves over, to be emptied.
+    pub keys: u32,
+}
+
+/// What the snapshots topic holds for each of `partitions` of
+/// `topics.events` that has any, from one read of the topic. A partition
+/// whose newest snapshot cannot be read, or is of another version, has none
+/// (a full fold).
 pub(crate) fn latest_snapshots(
     brokers: &str,
     topics: &TopicLayout,
     partitions: &[i32],
-) -> Result<BTreeMap<i32, Snapshot>, Error> {
-    let keys: BTreeMap<Vec<u8>, i32> =
-        partitions.iter().map(|&p| (snapshot_key(&topics.events, p).into_bytes(), p)).collect();
-    let mut latest = BTreeMap::new();
+) -> Result<BTreeMap<i32, Stored>, Error> {
+    let mut latest: BTreeMap<i32, BTreeMap<u32, Vec<u8>>> = BTreeMap::new();
     for record in crate::journal::read_records(brokers, &topics.snapshots, 0, 0)? {
-        let (key, body) = record?;
-        if let Some(&partition) = keys.get(&key) {
-            latest.insert(partition, body);
+        let (key, value) = record?;
+        let Some((partition, index)) = parse_key(&topics.events, &key) else { continue };
+        if !partitions.contains(&partition) {
+            continue;
+        }
+        let pieces = latest.entry(partition).or_default();
+        // An empty value is a tombstone: the key no longer holds a piece.
+        if value.is_empty() {
+            pieces.remove(&index);
+        } else {
+            pieces.insert(index, value);
         }
     }
     Ok(latest
         .into_iter()
-        .filter_map(|(partition, body)| decode(partition, &body).map(|snapshot| (partition, snapshot)))
+        .filter(|(_, pieces)| !pieces.is_empty())
+        .map(|(partition, pieces)| {
+            let keys = pieces.keys().next_back().map_or(0, |&last| last + 1);
+            (partition, Stored { snapshot: join(partition, &pieces), keys })
+        })
         .collect())
 }
 
@@ -85,5 +213,87 @@ pub(crate) fn decode(partition: i32, body: &[u8]) -> Option<Snapshot> {
             tracing::warn!(partition, "unreadable snapshot (no version at its start); folding all events");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn by_index(records: Vec<Vec<u8>>) -> BTreeMap<u32, Vec<u8>> {
+        (0..).zip(records).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn a_body_cut_into_pieces_joins_back_whole(
+            body in proptest::collection::vec(any::<u8>(), 0..2_000),
+            piece_bytes in 1usize..300,
+            snapshot in any::<u64>(),
+        ) {
+            let records = pieces(&body, snapshot, piece_bytes);
+            prop_assert_eq!(records.len(), body.len().div_ceil(piece_bytes).max(1));
+            for record in &records {
+                prop_assert_eq!(switchboard_live::snapshot_format(record), Some(PIECES_VERSION));
+                let (_, bytes) = postcard::take_from_bytes::<PieceHead>(record).unwrap();
+                prop_assert!(bytes.len() <= piece_bytes);
+            }
+            prop_assert_eq!(join_pieces(&by_index(records)), Ok(body));
+        }
+    }
+
+    #[test]
+    fn pieces_missing_mixed_or_damaged_are_not_joined() {
+        let body: Vec<u8> = (0..=255).collect();
+        let whole = by_index(pieces(&body, 7, 100));
+        assert_eq!(whole.len(), 3);
+
+        let mut missing = whole.clone();
+        missing.remove(&1);
+        assert_eq!(join_pieces(&missing), Err("a piece is missing"));
+
+        // The last piece of a later snapshot of the same size, over this one's.
+        let mut mixed = whole.clone();
+        mixed.insert(2, by_index(pieces(&body, 8, 100)).remove(&2).unwrap());
+        assert_eq!(join_pieces(&mixed), Err("a piece of another snapshot"));
+
+        let mut damaged = whole.clone();
+        *damaged.get_mut(&1).unwrap().last_mut().unwrap() ^= 1;
+        assert_eq!(join_pieces(&damaged), Err("the joined pieces fail their checksum"));
+
+        let mut cut = whole;
+        cut.get_mut(&2).unwrap().truncate(2);
+        assert_eq!(join_pieces(&cut), Err("an unreadable piece"));
+    }
+
+    #[test]
+    fn a_key_names_its_partition_and_piece_only_under_its_events_topic() {
+        assert_eq!(piece_key("events", 3, 0), "events/3");
+        assert_eq!(piece_key("events", 3, 2), "events/3/2");
+        for index in [0, 1, 17] {
+            assert_eq!(parse_key("events", piece_key("events", 3, index).as_bytes()), Some((3, index)));
+        }
+        for other in ["events2/3", "events/x", "events/3/0", "events/3/1/1", "events/3/", "events", "other/3/1"] {
+            assert_eq!(parse_key("events", other.as_bytes()), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_whole_record_written_before_the_pieces_is_read() {
+        let record = SnapshotRecord::<BTreeMap<String, (DomainState, Vec<String>)>> {
+            version: SNAPSHOT_VERSION,
+            resume_at: 5,
+            next_offset: 9,
+            domains: BTreeMap::from([("acme".to_owned(), (DomainState::default(), vec!["c-1".to_owned()]))]),
+        };
+        let body = postcard::to_allocvec(&record).unwrap();
+        let read = join(0, &BTreeMap::from([(0, body.clone())])).expect("a whole version 4 record");
+        assert_eq!((read.resume_at, read.next_offset), (5, 9));
+        assert_eq!(read.domains["acme"].1, ["c-1"]);
+
+        // and the same body in pieces reads the same
+        let joined = join(0, &by_index(pieces(&body, 9, 10))).expect("joined");
+        assert_eq!((joined.resume_at, joined.next_offset, joined.domains.len()), (5, 9, 1));
     }
 }

@@ -39,7 +39,7 @@ use switchboard_domain::{Command, DomainState, Envelope, Rejection};
 use switchboard_live::{is_configuration, timers_from_state, Decision, DomainEntry, Due, Mode, SnapshotCadence};
 use switchboard_proto::v1::{CommandRefused, JournalBatch};
 
-use crate::snapshot::{latest_snapshots, snapshot_key, Snapshot, SnapshotRecord, SNAPSHOT_VERSION};
+use crate::snapshot::{latest_snapshots, piece_key, pieces, SnapshotRecord, Stored, PIECE_BYTES, SNAPSHOT_VERSION};
 
 use crate::journal::read_batches;
 use crate::layout::{TopicLayout, MAX_RECORD_BYTES};
@@ -186,6 +186,9 @@ struct Partition {
     snapshot_at: u64,
     /// Whether the partition's log has grown enough since its last snapshot for another.
     cadence: SnapshotCadence,
+    /// One past the highest piece key of the snapshots topic that holds
+    /// one of this partition's pieces.
+    snapshot_keys: u32,
 }
 
 impl Partition {
@@ -377,16 +380,8 @@ impl<'a> Session<'a> {
                 .map_err(client_error("read the end of the events partition"))?;
             let state = self.owned.get_mut(&partition).expect("due partitions are owned");
             state.snapshot_at = state.next_offset;
-            let body = postcard::to_allocvec(&SnapshotOut::of(state, resume_at))
-                .map_err(|e| Error::Broker { action: "encode a snapshot".into(), reason: e.to_string() })?;
-            // Counted before the check: an attempt costs its encoding either way.
-            state.cadence.written(body.len() as u64);
-            if body.len() > MAX_RECORD_BYTES {
-                tracing::warn!(partition, bytes = body.len(), "snapshot too large for one record; skipped");
-                continue;
-            }
-            let key = snapshot_key(&topics.events, partition);
-            send(&self.producer, &topics.snapshots, 0, key.as_bytes(), &body)?;
+            let bytes = send_snapshot(&self.producer, topics, partition, state, resume_at, PIECE_BYTES)?;
+            state.cadence.written(bytes as u64);
         }
         deliver(&self.producer)?;
         self.producer.commit_transaction(CALL_TIMEOUT).map_err(client_error("commit a snapshot"))
@@ -426,7 +421,7 @@ impl<'a> Session<'a> {
             };
             let batch = decide(state, command, now, self.options.idempotency_window);
             let key = message.key().unwrap_or_default().to_vec();
-            send(&self.producer, &self.options.topics.events, partition, &key, &batch.encode_to_vec())?;
+            send(&self.producer, &self.options.topics.events, partition, &key, Some(&batch.encode_to_vec()))?;
         }
         for (partition, command) in due {
             send(
@@ -434,7 +429,7 @@ impl<'a> Session<'a> {
                 &self.options.topics.commands,
                 partition,
                 command.domain.as_bytes(),
-                &command.encode_to_vec(),
+                Some(&command.encode_to_vec()),
             )?;
         }
         if !consumed.is_empty() {
@@ -459,6 +454,32 @@ impl<'a> Session<'a> {
     }
 }
 
+/// Sends `partition`'s snapshot, to be read on from `resume_at`, in pieces
+/// of at most `piece_bytes`, and empties the piece keys a larger snapshot
+/// before it left over (a tombstone each), so compaction drops them.
+/// Returns the size of its body.
+fn send_snapshot(
+    producer: &BaseProducer,
+    topics: &TopicLayout,
+    partition: i32,
+    state: &mut Partition,
+    resume_at: i64,
+    piece_bytes: usize,
+) -> Result<usize, Error> {
+    let body = postcard::to_allocvec(&SnapshotOut::of(state, resume_at))
+        .map_err(|e| Error::Broker { action: "encode a snapshot".into(), reason: e.to_string() })?;
+    let records = pieces(&body, state.next_offset, piece_bytes);
+    let count = u32::try_from(records.len()).expect("pieces counts them in a u32");
+    for (index, record) in (0..).zip(&records) {
+        send(producer, &topics.snapshots, 0, piece_key(&topics.events, partition, index).as_bytes(), Some(record))?;
+    }
+    for index in count..state.snapshot_keys {
+        send(producer, &topics.snapshots, 0, piece_key(&topics.events, partition, index).as_bytes(), None)?;
+    }
+    state.snapshot_keys = count;
+    Ok(body.len())
+}
+
 /// Polls `producer` until every record sent is acknowledged (or failed: the
 /// commit then fails and says why).
 fn deliver(producer: &BaseProducer) -> Result<(), Error> {
@@ -475,9 +496,13 @@ fn deliver(producer: &BaseProducer) -> Result<(), Error> {
     Ok(())
 }
 
-/// Enqueues one record, serving delivery reports while the queue is full.
-fn send(producer: &BaseProducer, topic: &str, partition: i32, key: &[u8], payload: &[u8]) -> Result<(), Error> {
-    let mut record = BaseRecord::to(topic).partition(partition).key(key).payload(payload);
+/// Enqueues one record (a tombstone without `payload`), serving delivery
+/// reports while the queue is full.
+fn send(producer: &BaseProducer, topic: &str, partition: i32, key: &[u8], payload: Option<&[u8]>) -> Result<(), Error> {
+    let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key);
+    if let Some(payload) = payload {
+        record = record.payload(payload);
+    }
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
@@ -542,16 +567,21 @@ fn decide(state: &mut Partition, command: Command, now: i64, window: usize) -> J
     batch
 }
 
-/// Rebuilds the states of `partition`'s domains: from `snapshot`, its
-/// newest, and the events after it, or from all its events; then arms the
-/// timers they call for. Returns whether a snapshot was used.
+/// Rebuilds the states of `partition`'s domains: from its newest snapshot
+/// (in what is `stored` for it) and the events after it, or from all its
+/// events; then arms the timers they call for. Returns whether a snapshot
+/// was used.
 fn rebuild_partition(
     options: &WorkerOptions,
     partition: i32,
-    snapshot: Option<Snapshot>,
+    stored: Option<Stored>,
 ) -> Result<(Partition, bool), Error> {
     let mut state = Partition::default();
     let mut resume_at = 0;
+    let snapshot = stored.and_then(|stored| {
+        state.snapshot_keys = stored.keys;
+        stored.snapshot
+    });
     let from_snapshot = snapshot.is_some();
     if let Some(snapshot) = snapshot {
         resume_at = snapshot.resume_at;
@@ -655,7 +685,7 @@ mod tests {
         let producer: BaseProducer =
             ClientConfig::new().set("bootstrap.servers", brokers).set("broker.address.family", "v4").create().unwrap();
         let write = |topic: &str, key: &[u8], payload: Vec<u8>| {
-            send(&producer, topic, 0, key, &payload).unwrap();
+            send(&producer, topic, 0, key, Some(&payload)).unwrap();
             deliver(&producer).unwrap();
         };
 
@@ -666,18 +696,66 @@ mod tests {
             write(&layout.events, b"acme", batch.encode_to_vec());
         }
         // Taken after both batches, but resuming at the first one's Kafka offset.
-        let snapshot = postcard::to_allocvec(&SnapshotOut::of(&live, 0)).unwrap();
-        write(&layout.snapshots, snapshot_key(&layout.events, 0).as_bytes(), snapshot);
+        send_snapshot(&producer, &layout, 0, &mut live, 0, PIECE_BYTES).unwrap();
+        deliver(&producer).unwrap();
         let after = decide(&mut live, configure_agent("c-3", "cid"), 6_000, 10);
         write(&layout.events, b"acme", after.encode_to_vec());
 
-        let snapshot = latest_snapshots(&options.brokers, &options.topics, &[0]).unwrap().remove(&0);
-        let (rebuilt, from_snapshot) = rebuild_partition(&options, 0, snapshot).unwrap();
+        let stored = latest_snapshots(&options.brokers, &options.topics, &[0]).unwrap().remove(&0);
+        let (rebuilt, from_snapshot) = rebuild_partition(&options, 0, stored).unwrap();
         assert!(from_snapshot);
         assert_eq!(rebuilt.next_offset, 3);
         let state = |p: &Partition| serde_json::to_value(&p.domains["acme"].state).unwrap();
         assert_eq!(state(&rebuilt), state(&live));
         assert_eq!(rebuilt.domains["acme"].state.agents.len(), 3);
+    }
+
+    /// A partition's snapshot outgrew one record (16 MiB) with an hour of
+    /// closed conversations kept at ~180 conversations/s over 8 partitions,
+    /// and was skipped: every start then folded the partition's whole history.
+    #[test]
+    fn a_snapshot_in_pieces_reads_back_whole_and_a_smaller_one_empties_the_keys_left_over() {
+        let Some(broker) = crate::testing::broker() else { return };
+        let brokers: &str = &broker;
+        let layout = crate::testing::unique_layout("sb-test-pieces", 1);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(crate::admin::init(brokers, &layout)).unwrap();
+        let options = WorkerOptions { snapshot_every: 1, ..WorkerOptions::new(brokers, layout.clone(), "test") };
+        let producer: BaseProducer =
+            ClientConfig::new().set("bootstrap.servers", brokers).set("broker.address.family", "v4").create().unwrap();
+
+        // given a partition's decisions in events, and its snapshot written in pieces of 16 bytes
+        let mut live = Partition::default();
+        for (command_id, agent) in [("c-1", "ana"), ("c-2", "bob"), ("c-3", "cid")] {
+            let batch = decide(&mut live, configure_agent(command_id, agent), 5_000, 10);
+            send(&producer, &layout.events, 0, b"acme", Some(&batch.encode_to_vec())).unwrap();
+        }
+        let bytes = send_snapshot(&producer, &layout, 0, &mut live, 0, 16).unwrap();
+        deliver(&producer).unwrap();
+        let count = u32::try_from(bytes.div_ceil(16)).unwrap();
+        assert!(count >= 3, "{bytes} bytes should make several pieces");
+
+        // then it is read back whole, and the partition rebuilt from it
+        let stored = latest_snapshots(brokers, &layout, &[0]).unwrap().remove(&0).expect("a snapshot is stored");
+        assert_eq!(stored.keys, count);
+        let (rebuilt, from_snapshot) = rebuild_partition(&options, 0, Some(stored)).unwrap();
+        assert!(from_snapshot);
+        assert_eq!((rebuilt.next_offset, rebuilt.snapshot_keys), (live.next_offset, count));
+        let state = |p: &Partition| serde_json::to_value(&p.domains["acme"].state).unwrap();
+        assert_eq!(state(&rebuilt), state(&live));
+
+        // when the next snapshot, taken after the rebuild, fits in one piece
+        let mut rebuilt = rebuilt;
+        decide(&mut rebuilt, configure_agent("c-4", "dee"), 6_000, 10);
+        send_snapshot(&producer, &layout, 0, &mut rebuilt, 0, PIECE_BYTES).unwrap();
+        deliver(&producer).unwrap();
+
+        // then the keys it no longer needs are emptied, and it is the one read
+        let stored = latest_snapshots(brokers, &layout, &[0]).unwrap().remove(&0).expect("a snapshot is stored");
+        assert_eq!(stored.keys, 1);
+        let snapshot = stored.snapshot.expect("readable");
+        assert_eq!(snapshot.next_offset, rebuilt.next_offset);
+        assert_eq!(snapshot.domains["acme"].0.agents.len(), 4);
     }
 
     #[test]
