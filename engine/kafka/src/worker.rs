@@ -370,6 +370,8 @@ impl<'a> Session<'a> {
             return Ok(());
         }
         let topics = &self.options.topics;
+        let started = std::time::Instant::now();
+        let mut written = Vec::with_capacity(due.len());
         self.producer.begin_transaction().map_err(client_error("begin a snapshot transaction"))?;
         for partition in due {
             // This process alone writes the partition, and its decisions are
@@ -382,9 +384,14 @@ impl<'a> Session<'a> {
             state.snapshot_at = state.next_offset;
             let bytes = send_snapshot(&self.producer, topics, partition, state, resume_at, PIECE_BYTES)?;
             state.cadence.written(bytes as u64);
+            written.push((partition, bytes));
         }
         deliver(&self.producer)?;
-        self.producer.commit_transaction(CALL_TIMEOUT).map_err(client_error("commit a snapshot"))
+        self.producer.commit_transaction(CALL_TIMEOUT).map_err(client_error("commit a snapshot"))?;
+        // Decisions wait while a snapshot is written: its time is worth seeing.
+        let elapsed_ms = started.elapsed().as_millis();
+        tracing::info!(?written, elapsed_ms, "snapshots written (partition, bytes)");
+        Ok(())
     }
 
     /// Timer commands now due, taken off their partitions' queues. A timer
