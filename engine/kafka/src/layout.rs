@@ -109,6 +109,12 @@ pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 
 const MAX_MESSAGE_BYTES: &str = "16777216";
 
+/// Segment size of `snapshots`: 64 MiB. Compaction never touches a topic's
+/// open segment, and Kafka's default segment (1 GiB, or a week) would keep
+/// every snapshot written meanwhile, all of which a start reads to find the
+/// newest. A segment of a few snapshots' size is closed, then compacted, soon.
+const SNAPSHOT_SEGMENT_BYTES: &str = "67108864";
+
 impl TopicLayout {
     /// Checks what a broker cannot: names distinct and counts positive.
     pub fn validate(&self) -> Result<(), String> {
@@ -166,7 +172,11 @@ impl TopicLayout {
                 name: self.snapshots.clone(),
                 partitions: 1,
                 replication: self.replication,
-                config: vec![("cleanup.policy", "compact"), ("max.message.bytes", MAX_MESSAGE_BYTES)],
+                config: vec![
+                    ("cleanup.policy", "compact"),
+                    ("max.message.bytes", MAX_MESSAGE_BYTES),
+                    ("segment.bytes", SNAPSHOT_SEGMENT_BYTES),
+                ],
             },
         ]
     }
@@ -184,6 +194,18 @@ mod tests {
         assert_eq!(by_role(TopicRole::Commands).partitions, 12);
         assert_eq!(by_role(TopicRole::Events).partitions, 12);
         assert!(by_role(TopicRole::Snapshots).config.contains(&("cleanup.policy", "compact")));
+        let segment: usize = by_role(TopicRole::Snapshots)
+            .config
+            .iter()
+            .find(|(k, _)| *k == "segment.bytes")
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
+        assert!(
+            (2 * MAX_RECORD_BYTES..=128 << 20).contains(&segment),
+            "a segment of a few snapshots' pieces: {segment}"
+        );
         assert!(by_role(TopicRole::Events).config.contains(&("retention.ms", "-1")));
     }
 
