@@ -8,10 +8,18 @@
 //! (`worker::SnapshotOut`); the worker and the edge both start from them.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::ClientConfig;
 use switchboard_domain::DomainState;
 
-use crate::layout::TopicLayout;
+use crate::layout::{TopicLayout, MAX_RECORD_BYTES};
+use crate::worker::{deliver, send, CALL_TIMEOUT};
 use crate::Error;
 
 /// The snapshot format this version reads and writes. 2: states hold the
@@ -148,6 +156,135 @@ fn join_pieces(records: &BTreeMap<u32, Vec<u8>>) -> Result<Vec<u8>, &'static str
         return Err("the joined pieces fail their checksum");
     }
     Ok(body)
+}
+
+/// One partition's snapshot, encoded on the worker's thread for the
+/// [`SnapshotWriter`] to send.
+pub(crate) struct Encoded {
+    /// The partition of `events` it is of.
+    pub partition: i32,
+    /// Its records, the first piece first ([`pieces`]).
+    pub records: Vec<Vec<u8>>,
+    /// The piece keys a larger snapshot before it left over, to be emptied
+    /// (a tombstone each) so that compaction drops them.
+    pub stale: Range<u32>,
+}
+
+/// The snapshots of one turn of the worker, and how long encoding them held
+/// its decisions up.
+pub(crate) struct Batch {
+    /// The snapshots.
+    pub snapshots: Vec<Encoded>,
+    /// Milliseconds the worker spent taking them.
+    pub taken_ms: u128,
+}
+
+/// How long a snapshot transaction may stay open: long enough to send a
+/// large partition's pieces; a process that dies holds none of the
+/// decisions up meanwhile, only this topic's readers' view of its pieces.
+const SNAPSHOT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The thread that sends snapshots in transactions of a producer of its
+/// own, so that the worker decides on while the pieces are sent and
+/// acknowledged: for a partition of 20 MB, ~200 ms in the worker's own
+/// transaction, during which no decision was taken. A transaction keeps a
+/// snapshot's pieces together: a reader sees all of them or none.
+///
+/// One batch at a time: while one is being sent, [`SnapshotWriter::busy`]
+/// says so and the worker takes no other. Dropping the writer sends what
+/// was handed over, then stops the thread.
+pub(crate) struct SnapshotWriter {
+    queue: Option<mpsc::SyncSender<Batch>>,
+    busy: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SnapshotWriter {
+    /// Starts the writer with the transactional id `transactional_id`
+    /// (which fences any earlier writer of that id).
+    pub(crate) fn start(brokers: &str, topics: &TopicLayout, transactional_id: &str) -> Result<Self, Error> {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("broker.address.family", "v4")
+            .set("transactional.id", transactional_id)
+            .set("transaction.timeout.ms", SNAPSHOT_TRANSACTION_TIMEOUT.as_millis().to_string())
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.max.bytes", (MAX_RECORD_BYTES + 64 * 1024).to_string())
+            .create()
+            .map_err(|e| Error::client("create the snapshot producer", e))?;
+        producer.init_transactions(CALL_TIMEOUT).map_err(|e| Error::client("start snapshot transactions", e))?;
+        let (queue, batches) = mpsc::sync_channel::<Batch>(1);
+        let busy = Arc::new(AtomicBool::new(false));
+        let done = busy.clone();
+        let topics = topics.clone();
+        let thread = std::thread::Builder::new()
+            .name("kafka-snapshots".into())
+            .spawn(move || {
+                for batch in batches {
+                    let started = Instant::now();
+                    match write(&producer, &topics, &batch.snapshots) {
+                        Ok(()) => {
+                            let written: Vec<(i32, usize)> = batch
+                                .snapshots
+                                .iter()
+                                .map(|s| (s.partition, s.records.iter().map(Vec::len).sum()))
+                                .collect();
+                            let (taken_ms, sent_ms) = (batch.taken_ms, started.elapsed().as_millis());
+                            tracing::info!(?written, taken_ms, sent_ms, "snapshots written (partition, bytes)");
+                        }
+                        Err(error) => {
+                            // A cache: the next one is taken once due again.
+                            tracing::warn!(%error, "writing snapshots failed");
+                            let _ = producer.abort_transaction(CALL_TIMEOUT);
+                        }
+                    }
+                    done.store(false, Ordering::SeqCst);
+                }
+            })
+            .expect("spawn the snapshot writer thread");
+        Ok(SnapshotWriter { queue: Some(queue), busy, thread: Some(thread) })
+    }
+
+    /// Whether a batch is still being sent.
+    pub(crate) fn busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    /// Hands `batch` over to be sent; call only when not [`busy`](Self::busy).
+    pub(crate) fn hand_over(&self, batch: Batch) {
+        self.busy.store(true, Ordering::SeqCst);
+        if let Some(queue) = &self.queue {
+            // Not busy, so the queue is empty and this does not wait.
+            let _ = queue.send(batch);
+        }
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        self.queue = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Sends `snapshots` in one transaction of `producer`.
+fn write(producer: &BaseProducer, topics: &TopicLayout, snapshots: &[Encoded]) -> Result<(), Error> {
+    producer.begin_transaction().map_err(|e| Error::client("begin a snapshot transaction", e))?;
+    for snapshot in snapshots {
+        for (index, record) in (0..).zip(&snapshot.records) {
+            let key = piece_key(&topics.events, snapshot.partition, index);
+            send(producer, &topics.snapshots, 0, key.as_bytes(), Some(record))?;
+        }
+        for index in snapshot.stale.clone() {
+            let key = piece_key(&topics.events, snapshot.partition, index);
+            send(producer, &topics.snapshots, 0, key.as_bytes(), None)?;
+        }
+    }
+    deliver(producer)?;
+    producer.commit_transaction(CALL_TIMEOUT).map_err(|e| Error::client("commit a snapshot", e))
 }
 
 /// What the snapshots topic holds for one partition.

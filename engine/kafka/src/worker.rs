@@ -39,7 +39,9 @@ use switchboard_domain::{Command, DomainState, Envelope, Rejection};
 use switchboard_live::{is_configuration, timers_from_state, Decision, DomainEntry, Due, Mode, SnapshotCadence};
 use switchboard_proto::v1::{CommandRefused, JournalBatch};
 
-use crate::snapshot::{latest_snapshots, piece_key, pieces, SnapshotRecord, Stored, PIECE_BYTES, SNAPSHOT_VERSION};
+use crate::snapshot::{
+    latest_snapshots, pieces, Batch, Encoded, SnapshotRecord, SnapshotWriter, Stored, PIECE_BYTES, SNAPSHOT_VERSION,
+};
 
 use crate::journal::read_batches;
 use crate::layout::{TopicLayout, MAX_RECORD_BYTES};
@@ -49,7 +51,7 @@ use crate::Error;
 /// mid-transaction holds its partitions' readers back until it times out.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client call may wait for the brokers.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a run of commands waits for more after its first, so that one
 /// transaction carries many decisions.
 const LINGER: Duration = Duration::from_millis(20);
@@ -233,6 +235,8 @@ struct Session<'a> {
     consumer: BaseConsumer<RebalanceFlag>,
     producer: BaseProducer,
     owned: BTreeMap<i32, Partition>,
+    /// Sends the snapshots this session takes.
+    snapshots: SnapshotWriter,
 }
 
 fn client_error(action: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> Error + '_ {
@@ -269,8 +273,13 @@ impl<'a> Session<'a> {
             .create()
             .map_err(client_error("create the engine's producer"))?;
         producer.init_transactions(CALL_TIMEOUT).map_err(client_error("start transactions"))?;
+        let snapshots = SnapshotWriter::start(
+            &options.brokers,
+            &options.topics,
+            &format!("switchboard-engine.{}.snapshots", options.instance),
+        )?;
         consumer.subscribe(&[&options.topics.commands]).map_err(client_error("join the engine group"))?;
-        Ok(Session { options, status, consumer, producer, owned: BTreeMap::new() })
+        Ok(Session { options, status, consumer, producer, owned: BTreeMap::new(), snapshots })
     }
 
     fn run(&mut self) -> Result<(), Error> {
@@ -356,13 +365,14 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Writes a snapshot of every owned partition that has written
+    /// Takes a snapshot of every owned partition that has written
     /// `snapshot_every` events since its last one, and at least as many
-    /// bytes as that one held ([`SnapshotCadence`]), in a transaction of its
-    /// own after the decisions it covers are committed.
+    /// bytes as that one held ([`SnapshotCadence`]), after the decisions it
+    /// covers are committed, and hands them to the [`SnapshotWriter`]. None
+    /// while the writer still sends the last ones: they are taken later.
     fn snapshot_if_due(&mut self) -> Result<(), Error> {
         let every = self.options.snapshot_every;
-        if every == 0 {
+        if every == 0 || self.snapshots.busy() {
             return Ok(());
         }
         let due = snapshots_due(&self.owned, every);
@@ -371,8 +381,7 @@ impl<'a> Session<'a> {
         }
         let topics = &self.options.topics;
         let started = std::time::Instant::now();
-        let mut written = Vec::with_capacity(due.len());
-        self.producer.begin_transaction().map_err(client_error("begin a snapshot transaction"))?;
+        let mut snapshots = Vec::with_capacity(due.len());
         for partition in due {
             // This process alone writes the partition, and its decisions are
             // committed: the end of the partition is where a reader resumes.
@@ -381,16 +390,9 @@ impl<'a> Session<'a> {
                 .fetch_watermarks(&topics.events, partition, CALL_TIMEOUT)
                 .map_err(client_error("read the end of the events partition"))?;
             let state = self.owned.get_mut(&partition).expect("due partitions are owned");
-            state.snapshot_at = state.next_offset;
-            let bytes = send_snapshot(&self.producer, topics, partition, state, resume_at, PIECE_BYTES)?;
-            state.cadence.written(bytes as u64);
-            written.push((partition, bytes));
+            snapshots.push(encode_snapshot(partition, state, resume_at, PIECE_BYTES)?);
         }
-        deliver(&self.producer)?;
-        self.producer.commit_transaction(CALL_TIMEOUT).map_err(client_error("commit a snapshot"))?;
-        // Decisions wait while a snapshot is written: its time is worth seeing.
-        let elapsed_ms = started.elapsed().as_millis();
-        tracing::info!(?written, elapsed_ms, "snapshots written (partition, bytes)");
+        self.snapshots.hand_over(Batch { snapshots, taken_ms: started.elapsed().as_millis() });
         Ok(())
     }
 
@@ -461,35 +463,30 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Sends `partition`'s snapshot, to be read on from `resume_at`, in pieces
-/// of at most `piece_bytes`, and empties the piece keys a larger snapshot
-/// before it left over (a tombstone each), so compaction drops them.
-/// Returns the size of its body.
-fn send_snapshot(
-    producer: &BaseProducer,
-    topics: &TopicLayout,
+/// `partition`'s snapshot as it is, to be read on from `resume_at`, in
+/// pieces of at most `piece_bytes`, with the piece keys a larger snapshot
+/// before it left over. Counts it as taken: the partition's next is due
+/// after as many events, and as many bytes of log as its body holds.
+fn encode_snapshot(
     partition: i32,
     state: &mut Partition,
     resume_at: i64,
     piece_bytes: usize,
-) -> Result<usize, Error> {
+) -> Result<Encoded, Error> {
     let body = postcard::to_allocvec(&SnapshotOut::of(state, resume_at))
         .map_err(|e| Error::Broker { action: "encode a snapshot".into(), reason: e.to_string() })?;
     let records = pieces(&body, state.next_offset, piece_bytes);
     let count = u32::try_from(records.len()).expect("pieces counts them in a u32");
-    for (index, record) in (0..).zip(&records) {
-        send(producer, &topics.snapshots, 0, piece_key(&topics.events, partition, index).as_bytes(), Some(record))?;
-    }
-    for index in count..state.snapshot_keys {
-        send(producer, &topics.snapshots, 0, piece_key(&topics.events, partition, index).as_bytes(), None)?;
-    }
+    let stale = count..state.snapshot_keys.max(count);
     state.snapshot_keys = count;
-    Ok(body.len())
+    state.snapshot_at = state.next_offset;
+    state.cadence.written(body.len() as u64);
+    Ok(Encoded { partition, records, stale })
 }
 
 /// Polls `producer` until every record sent is acknowledged (or failed: the
 /// commit then fails and says why).
-fn deliver(producer: &BaseProducer) -> Result<(), Error> {
+pub(crate) fn deliver(producer: &BaseProducer) -> Result<(), Error> {
     let deadline = std::time::Instant::now() + CALL_TIMEOUT;
     while producer.in_flight_count() > 0 {
         if std::time::Instant::now() > deadline {
@@ -505,7 +502,13 @@ fn deliver(producer: &BaseProducer) -> Result<(), Error> {
 
 /// Enqueues one record (a tombstone without `payload`), serving delivery
 /// reports while the queue is full.
-fn send(producer: &BaseProducer, topic: &str, partition: i32, key: &[u8], payload: Option<&[u8]>) -> Result<(), Error> {
+pub(crate) fn send(
+    producer: &BaseProducer,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+    payload: Option<&[u8]>,
+) -> Result<(), Error> {
     let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key);
     if let Some(payload) = payload {
         record = record.payload(payload);
@@ -652,6 +655,19 @@ mod tests {
         Command { command_id: command_id.into(), domain: "acme".into(), at_ms, command: Some(command) }
     }
 
+    /// Sends `state`'s snapshot (partition 0) in pieces of at most
+    /// `piece_bytes` through a [`SnapshotWriter`], as a session does, and
+    /// waits until it is written. Returns how many pieces it took.
+    fn write_snapshot(brokers: &str, layout: &TopicLayout, state: &mut Partition, piece_bytes: usize) -> u32 {
+        let writer = SnapshotWriter::start(brokers, layout, &format!("{}-test-snapshots", layout.snapshots)).unwrap();
+        let encoded = encode_snapshot(0, state, 0, piece_bytes).unwrap();
+        let count = u32::try_from(encoded.records.len()).unwrap();
+        writer.hand_over(Batch { snapshots: vec![encoded], taken_ms: 0 });
+        assert!(writer.busy());
+        drop(writer); // sends what it was handed, then stops
+        count
+    }
+
     fn configure_agent(command_id: &str, agent_id: &str) -> Command {
         configure_agent_in(command_id, agent_id, 1, &[])
     }
@@ -703,8 +719,7 @@ mod tests {
             write(&layout.events, b"acme", batch.encode_to_vec());
         }
         // Taken after both batches, but resuming at the first one's Kafka offset.
-        send_snapshot(&producer, &layout, 0, &mut live, 0, PIECE_BYTES).unwrap();
-        deliver(&producer).unwrap();
+        write_snapshot(brokers, &layout, &mut live, PIECE_BYTES);
         let after = decide(&mut live, configure_agent("c-3", "cid"), 6_000, 10);
         write(&layout.events, b"acme", after.encode_to_vec());
 
@@ -737,10 +752,9 @@ mod tests {
             let batch = decide(&mut live, configure_agent(command_id, agent), 5_000, 10);
             send(&producer, &layout.events, 0, b"acme", Some(&batch.encode_to_vec())).unwrap();
         }
-        let bytes = send_snapshot(&producer, &layout, 0, &mut live, 0, 16).unwrap();
         deliver(&producer).unwrap();
-        let count = u32::try_from(bytes.div_ceil(16)).unwrap();
-        assert!(count >= 3, "{bytes} bytes should make several pieces");
+        let count = write_snapshot(brokers, &layout, &mut live, 16);
+        assert!(count >= 3, "a snapshot of ~100 bytes should make several pieces of 16");
 
         // then it is read back whole, and the partition rebuilt from it
         let stored = latest_snapshots(brokers, &layout, &[0]).unwrap().remove(&0).expect("a snapshot is stored");
@@ -754,8 +768,7 @@ mod tests {
         // when the next snapshot, taken after the rebuild, fits in one piece
         let mut rebuilt = rebuilt;
         decide(&mut rebuilt, configure_agent("c-4", "dee"), 6_000, 10);
-        send_snapshot(&producer, &layout, 0, &mut rebuilt, 0, PIECE_BYTES).unwrap();
-        deliver(&producer).unwrap();
+        assert_eq!(write_snapshot(brokers, &layout, &mut rebuilt, PIECE_BYTES), 1);
 
         // then the keys it no longer needs are emptied, and it is the one read
         let stored = latest_snapshots(brokers, &layout, &[0]).unwrap().remove(&0).expect("a snapshot is stored");
