@@ -12,14 +12,14 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::ClientConfig;
 use switchboard_domain::DomainState;
 
 use crate::layout::{TopicLayout, MAX_RECORD_BYTES};
-use crate::worker::{deliver, send, CALL_TIMEOUT};
+use crate::worker::{deliver, send, CALL_TIMEOUT, TRANSACTION_TIMEOUT};
 use crate::Error;
 
 /// The snapshot format this version reads and writes. 2: states hold the
@@ -179,11 +179,6 @@ pub(crate) struct Batch {
     pub taken_ms: u128,
 }
 
-/// How long a snapshot transaction may stay open: long enough to send a
-/// large partition's pieces; a process that dies holds none of the
-/// decisions up meanwhile, only this topic's readers' view of its pieces.
-const SNAPSHOT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// The thread that sends snapshots in transactions of a producer of its
 /// own, so that the worker decides on while the pieces are sent and
 /// acknowledged: for a partition of 20 MB, ~200 ms in the worker's own
@@ -207,7 +202,10 @@ impl SnapshotWriter {
             .set("bootstrap.servers", brokers)
             .set("broker.address.family", "v4")
             .set("transactional.id", transactional_id)
-            .set("transaction.timeout.ms", SNAPSHOT_TRANSACTION_TIMEOUT.as_millis().to_string())
+            // The worker's: an open transaction of a process that died hides what
+            // is written after it from every reader of this topic until it
+            // times out. 10 s sends gigabytes.
+            .set("transaction.timeout.ms", TRANSACTION_TIMEOUT.as_millis().to_string())
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.max.bytes", (MAX_RECORD_BYTES + 64 * 1024).to_string())

@@ -49,7 +49,7 @@ use crate::Error;
 
 /// How long a transaction may stay open. Short, because a process that dies
 /// mid-transaction holds its partitions' readers back until it times out.
-const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client call may wait for the brokers.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a run of commands waits for more after its first, so that one
