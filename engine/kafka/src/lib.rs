@@ -14,6 +14,7 @@ mod journal;
 pub mod layout;
 mod snapshot;
 pub mod testing;
+mod transaction;
 pub mod worker;
 
 pub use journal::{partition_count, read_batches, Batch, KafkaJournal};

@@ -4,22 +4,23 @@
 //! [`PIECE_BYTES`], one record each, because a partition's states grow with
 //! the conversations it keeps (an hour's, by default) past what one record
 //! may hold. The first piece has the key `<events topic>/<partition>`, the
-//! others `<events topic>/<partition>/<index>`. The worker writes them
-//! (`worker::SnapshotOut`); the worker and the edge both start from them.
+//! others `<events topic>/<partition>/<index>`. The worker encodes them
+//! (`worker::SnapshotOut`) and a [`SnapshotWriter`] sends them; the worker
+//! and the edge both start from them.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rdkafka::producer::{BaseProducer, Producer};
-use rdkafka::ClientConfig;
 use switchboard_domain::DomainState;
+use switchboard_live::SnapshotCadence;
 
-use crate::layout::{TopicLayout, MAX_RECORD_BYTES};
-use crate::worker::{deliver, send, CALL_TIMEOUT, TRANSACTION_TIMEOUT};
+use crate::layout::TopicLayout;
+use crate::transaction::{client_error, deliver, send, transactional_producer, CALL_TIMEOUT};
 use crate::Error;
 
 /// The snapshot format this version reads and writes. 2: states hold the
@@ -46,7 +47,9 @@ struct PieceHead {
     /// [`PIECES_VERSION`]; first, where every version of the record has it.
     version: u32,
     /// The snapshot's journal offset (its `next_offset`): which snapshot
-    /// the piece belongs to. A partition's snapshots are taken at growing offsets.
+    /// the piece belongs to. Each snapshot's pieces are written in one
+    /// transaction, so the newest first piece and the pieces it counts are
+    /// of one snapshot; this and the CRC catch any that are not.
     snapshot: u64,
     /// The piece's place, from 0.
     index: u32,
@@ -168,9 +171,24 @@ pub(crate) struct Encoded {
     /// The piece keys a larger snapshot before it left over, to be emptied
     /// (a tombstone each) so that compaction drops them.
     pub stale: Range<u32>,
+    /// The partition's snapshot bookkeeping before this one was taken, put
+    /// back if it is not written.
+    pub before: Before,
 }
 
-/// The snapshots of one turn of the worker, and how long encoding them held
+/// A partition's snapshot bookkeeping: when the last was taken, whether the
+/// next is due, and how many piece keys the topic holds for it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Before {
+    /// Journal offset of the last snapshot taken.
+    pub snapshot_at: u64,
+    /// The cadence as it was.
+    pub cadence: SnapshotCadence,
+    /// Piece keys holding a record.
+    pub keys: u32,
+}
+
+/// The snapshots of one turn of the worker, and how long taking them held
 /// its decisions up.
 pub(crate) struct Batch {
     /// The snapshots.
@@ -179,18 +197,25 @@ pub(crate) struct Batch {
     pub taken_ms: u128,
 }
 
-/// The thread that sends snapshots in transactions of a producer of its
-/// own, so that the worker decides on while the pieces are sent and
+/// How long the writer stays busy after a failed write, so that a broker in
+/// trouble is not sent a snapshot each turn.
+const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// The thread that sends snapshots, each in a transaction of a producer of
+/// its own, so that the worker decides on while the pieces are sent and
 /// acknowledged: for a partition of 20 MB, ~200 ms in the worker's own
 /// transaction, during which no decision was taken. A transaction keeps a
 /// snapshot's pieces together: a reader sees all of them or none.
 ///
 /// One batch at a time: while one is being sent, [`SnapshotWriter::busy`]
-/// says so and the worker takes no other. Dropping the writer sends what
-/// was handed over, then stops the thread.
+/// says so and the worker takes no other. A snapshot not written is handed
+/// back ([`SnapshotWriter::take_failed`]), and the next is written by a new
+/// producer (starting it aborts whatever the old one left open). Dropping
+/// the writer sends what was handed over, then stops the thread.
 pub(crate) struct SnapshotWriter {
     queue: Option<mpsc::SyncSender<Batch>>,
     busy: Arc<AtomicBool>,
+    failed: Arc<Mutex<Vec<(i32, Before)>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -198,50 +223,51 @@ impl SnapshotWriter {
     /// Starts the writer with the transactional id `transactional_id`
     /// (which fences any earlier writer of that id).
     pub(crate) fn start(brokers: &str, topics: &TopicLayout, transactional_id: &str) -> Result<Self, Error> {
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("broker.address.family", "v4")
-            .set("transactional.id", transactional_id)
-            // The worker's: an open transaction of a process that died hides what
-            // is written after it from every reader of this topic until it
-            // times out. 10 s sends gigabytes.
-            .set("transaction.timeout.ms", TRANSACTION_TIMEOUT.as_millis().to_string())
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.max.bytes", (MAX_RECORD_BYTES + 64 * 1024).to_string())
-            .create()
-            .map_err(|e| Error::client("create the snapshot producer", e))?;
-        producer.init_transactions(CALL_TIMEOUT).map_err(|e| Error::client("start snapshot transactions", e))?;
+        let mut producer = Some(transactional_producer(brokers, transactional_id, 5)?);
         let (queue, batches) = mpsc::sync_channel::<Batch>(1);
         let busy = Arc::new(AtomicBool::new(false));
-        let done = busy.clone();
-        let topics = topics.clone();
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let (done, returned) = (busy.clone(), failed.clone());
+        let (brokers, topics, id) = (brokers.to_owned(), topics.clone(), transactional_id.to_owned());
         let thread = std::thread::Builder::new()
             .name("kafka-snapshots".into())
             .spawn(move || {
                 for batch in batches {
                     let started = Instant::now();
-                    match write(&producer, &topics, &batch.snapshots) {
-                        Ok(()) => {
-                            let written: Vec<(i32, usize)> = batch
-                                .snapshots
-                                .iter()
-                                .map(|s| (s.partition, s.records.iter().map(Vec::len).sum()))
-                                .collect();
-                            let (taken_ms, sent_ms) = (batch.taken_ms, started.elapsed().as_millis());
-                            tracing::info!(?written, taken_ms, sent_ms, "snapshots written (partition, bytes)");
+                    let mut written = Vec::new();
+                    let mut any_failed = false;
+                    for snapshot in batch.snapshots {
+                        let result = match producer.take() {
+                            Some(current) => Ok(current),
+                            None => transactional_producer(&brokers, &id, 5),
                         }
-                        Err(error) => {
-                            // A cache: the next one is taken once due again.
-                            tracing::warn!(%error, "writing snapshots failed");
-                            let _ = producer.abort_transaction(CALL_TIMEOUT);
+                        .and_then(|current| write(&current, &topics, &snapshot).map(|()| current));
+                        match result {
+                            Ok(current) => {
+                                producer = Some(current);
+                                written
+                                    .push((snapshot.partition, snapshot.records.iter().map(Vec::len).sum::<usize>()));
+                            }
+                            Err(error) => {
+                                let partition = snapshot.partition;
+                                tracing::warn!(partition, %error, "writing a snapshot failed; it is taken again");
+                                returned.lock().unwrap().push((partition, snapshot.before));
+                                any_failed = true;
+                            }
                         }
+                    }
+                    if !written.is_empty() {
+                        let (taken_ms, sent_ms) = (batch.taken_ms, started.elapsed().as_millis());
+                        tracing::info!(?written, taken_ms, sent_ms, "snapshots written (partition, bytes)");
+                    }
+                    if any_failed {
+                        std::thread::sleep(PAUSE_AFTER_FAILURE);
                     }
                     done.store(false, Ordering::SeqCst);
                 }
             })
             .expect("spawn the snapshot writer thread");
-        Ok(SnapshotWriter { queue: Some(queue), busy, thread: Some(thread) })
+        Ok(SnapshotWriter { queue: Some(queue), busy, failed, thread: Some(thread) })
     }
 
     /// Whether a batch is still being sent.
@@ -257,6 +283,12 @@ impl SnapshotWriter {
             let _ = queue.send(batch);
         }
     }
+
+    /// The partitions whose snapshot was not written since the last call,
+    /// with their bookkeeping from before it was taken.
+    pub(crate) fn take_failed(&self) -> Vec<(i32, Before)> {
+        std::mem::take(&mut *self.failed.lock().unwrap())
+    }
 }
 
 impl Drop for SnapshotWriter {
@@ -268,21 +300,19 @@ impl Drop for SnapshotWriter {
     }
 }
 
-/// Sends `snapshots` in one transaction of `producer`.
-fn write(producer: &BaseProducer, topics: &TopicLayout, snapshots: &[Encoded]) -> Result<(), Error> {
-    producer.begin_transaction().map_err(|e| Error::client("begin a snapshot transaction", e))?;
-    for snapshot in snapshots {
-        for (index, record) in (0..).zip(&snapshot.records) {
-            let key = piece_key(&topics.events, snapshot.partition, index);
-            send(producer, &topics.snapshots, 0, key.as_bytes(), Some(record))?;
-        }
-        for index in snapshot.stale.clone() {
-            let key = piece_key(&topics.events, snapshot.partition, index);
-            send(producer, &topics.snapshots, 0, key.as_bytes(), None)?;
-        }
+/// Sends `snapshot` in one transaction of `producer`.
+fn write(producer: &BaseProducer, topics: &TopicLayout, snapshot: &Encoded) -> Result<(), Error> {
+    producer.begin_transaction().map_err(client_error("begin a snapshot transaction"))?;
+    for (index, record) in (0..).zip(&snapshot.records) {
+        let key = piece_key(&topics.events, snapshot.partition, index);
+        send(producer, &topics.snapshots, 0, key.as_bytes(), Some(record))?;
+    }
+    for index in snapshot.stale.clone() {
+        let key = piece_key(&topics.events, snapshot.partition, index);
+        send(producer, &topics.snapshots, 0, key.as_bytes(), None)?;
     }
     deliver(producer)?;
-    producer.commit_transaction(CALL_TIMEOUT).map_err(|e| Error::client("commit a snapshot", e))
+    producer.commit_transaction(CALL_TIMEOUT).map_err(client_error("commit a snapshot"))
 }
 
 /// What the snapshots topic holds for one partition.
@@ -400,6 +430,16 @@ mod tests {
         let mut cut = whole;
         cut.get_mut(&2).unwrap().truncate(2);
         assert_eq!(join_pieces(&cut), Err("an unreadable piece"));
+    }
+
+    #[test]
+    fn pieces_left_over_by_a_larger_snapshot_are_not_joined() {
+        let larger: Vec<u8> = (0..=255).collect();
+        let mut keys = by_index(pieces(&larger, 7, 100));
+        let smaller = by_index(pieces(&larger[..150], 9, 100));
+        keys.extend(smaller);
+        assert_eq!(keys.len(), 3, "the third key still holds the larger one's piece");
+        assert_eq!(join_pieces(&keys), Ok(larger[..150].to_vec()));
     }
 
     #[test]

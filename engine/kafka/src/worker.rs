@@ -20,9 +20,11 @@
 //! every partition and assigns them again from their committed offsets.
 //! Commands read but not yet decided when one happens are dropped (they are
 //! read again) and the states of the new assignment are rebuilt. Any
-//! transaction error ends the session: the worker makes new clients (the new
-//! producer, with the same transactional id, fences and aborts whatever the
-//! old one had open) and starts again from the committed offsets.
+//! error of a decision's transaction ends the session: the worker makes new
+//! clients (the new producer, with the same transactional id, fences and
+//! aborts whatever the old one had open) and starts again from the
+//! committed offsets. Snapshots are written by a thread of their own
+//! ([`SnapshotWriter`]), whose failures only delay the next snapshot.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,25 +35,22 @@ use std::time::Duration;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use switchboard_domain::{Command, DomainState, Envelope, Rejection};
 use switchboard_live::{is_configuration, timers_from_state, Decision, DomainEntry, Due, Mode, SnapshotCadence};
 use switchboard_proto::v1::{CommandRefused, JournalBatch};
 
 use crate::snapshot::{
-    latest_snapshots, pieces, Batch, Encoded, SnapshotRecord, SnapshotWriter, Stored, PIECE_BYTES, SNAPSHOT_VERSION,
+    latest_snapshots, pieces, Batch, Before, Encoded, SnapshotRecord, SnapshotWriter, Stored, PIECE_BYTES,
+    SNAPSHOT_VERSION,
 };
 
 use crate::journal::read_batches;
-use crate::layout::{TopicLayout, MAX_RECORD_BYTES};
+use crate::layout::TopicLayout;
+use crate::transaction::{client_error, deliver, send, transactional_producer, CALL_TIMEOUT};
 use crate::Error;
 
-/// How long a transaction may stay open. Short, because a process that dies
-/// mid-transaction holds its partitions' readers back until it times out.
-pub(crate) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client call may wait for the brokers.
-pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a run of commands waits for more after its first, so that one
 /// transaction carries many decisions.
 const LINGER: Duration = Duration::from_millis(20);
@@ -150,7 +149,8 @@ impl Worker {
         self.status.failure.lock().unwrap().clone()
     }
 
-    /// Stops after the transaction in progress, leaving the group.
+    /// Stops after the transaction in progress and the snapshots handed to
+    /// the writer, leaving the group.
     pub fn stop(&mut self) {
         self.status.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
@@ -188,8 +188,9 @@ struct Partition {
     snapshot_at: u64,
     /// Whether the partition's log has grown enough since its last snapshot for another.
     cadence: SnapshotCadence,
-    /// One past the highest piece key of the snapshots topic that holds
-    /// one of this partition's pieces.
+    /// How many piece keys of the snapshots topic hold this partition's
+    /// pieces: those of the last snapshot handed to the writer (or, after a
+    /// rebuild, what the topic held).
     snapshot_keys: u32,
 }
 
@@ -230,17 +231,15 @@ impl<'a> SnapshotOut<'a> {
 
 /// One consumer and one transactional producer, from start to first error.
 struct Session<'a> {
+    /// Sends the snapshots this session takes. First, so it is dropped
+    /// first: it sends what it was handed while this process still owns
+    /// the partitions, before the consumer leaves the group.
+    snapshots: SnapshotWriter,
     options: &'a WorkerOptions,
     status: &'a Status,
     consumer: BaseConsumer<RebalanceFlag>,
     producer: BaseProducer,
     owned: BTreeMap<i32, Partition>,
-    /// Sends the snapshots this session takes.
-    snapshots: SnapshotWriter,
-}
-
-fn client_error(action: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> Error + '_ {
-    move |source| Error::Client { action: action.to_owned(), source }
 }
 
 impl<'a> Session<'a> {
@@ -261,25 +260,11 @@ impl<'a> Session<'a> {
             .set("fetch.wait.max.ms", "10")
             .create_with_context(RebalanceFlag::default())
             .map_err(client_error("create the engine's consumer"))?;
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &options.brokers)
-            .set("broker.address.family", "v4")
-            .set("transactional.id", format!("switchboard-engine.{}", options.instance))
-            .set("transaction.timeout.ms", TRANSACTION_TIMEOUT.as_millis().to_string())
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "1")
-            .set("message.max.bytes", (MAX_RECORD_BYTES + 64 * 1024).to_string())
-            .create()
-            .map_err(client_error("create the engine's producer"))?;
-        producer.init_transactions(CALL_TIMEOUT).map_err(client_error("start transactions"))?;
-        let snapshots = SnapshotWriter::start(
-            &options.brokers,
-            &options.topics,
-            &format!("switchboard-engine.{}.snapshots", options.instance),
-        )?;
+        let id = format!("switchboard-engine.{}", options.instance);
+        let producer = transactional_producer(&options.brokers, &id, 1)?;
+        let snapshots = SnapshotWriter::start(&options.brokers, &options.topics, &format!("{id}.snapshots"))?;
         consumer.subscribe(&[&options.topics.commands]).map_err(client_error("join the engine group"))?;
-        Ok(Session { options, status, consumer, producer, owned: BTreeMap::new(), snapshots })
+        Ok(Session { snapshots, options, status, consumer, producer, owned: BTreeMap::new() })
     }
 
     fn run(&mut self) -> Result<(), Error> {
@@ -288,6 +273,8 @@ impl<'a> Session<'a> {
             let now = now_ms();
             let due = self.due_timers(now);
             if run.is_empty() && due.is_empty() {
+                // One put off while the writer was busy is taken when idle too.
+                self.snapshot_if_due()?;
                 continue;
             }
             self.decide_in_transaction(run, due, now)?;
@@ -369,12 +356,14 @@ impl<'a> Session<'a> {
     /// `snapshot_every` events since its last one, and at least as many
     /// bytes as that one held ([`SnapshotCadence`]), after the decisions it
     /// covers are committed, and hands them to the [`SnapshotWriter`]. None
-    /// while the writer still sends the last ones: they are taken later.
+    /// while the writer still sends the last ones: they are taken later. A
+    /// partition whose last snapshot was not written is due again.
     fn snapshot_if_due(&mut self) -> Result<(), Error> {
         let every = self.options.snapshot_every;
         if every == 0 || self.snapshots.busy() {
             return Ok(());
         }
+        put_back(&mut self.owned, self.snapshots.take_failed());
         let due = snapshots_due(&self.owned, every);
         if due.is_empty() {
             return Ok(());
@@ -477,50 +466,22 @@ fn encode_snapshot(
         .map_err(|e| Error::Broker { action: "encode a snapshot".into(), reason: e.to_string() })?;
     let records = pieces(&body, state.next_offset, piece_bytes);
     let count = u32::try_from(records.len()).expect("pieces counts them in a u32");
+    let before = Before { snapshot_at: state.snapshot_at, cadence: state.cadence.clone(), keys: state.snapshot_keys };
     let stale = count..state.snapshot_keys.max(count);
     state.snapshot_keys = count;
     state.snapshot_at = state.next_offset;
     state.cadence.written(body.len() as u64);
-    Ok(Encoded { partition, records, stale })
+    Ok(Encoded { partition, records, stale, before })
 }
 
-/// Polls `producer` until every record sent is acknowledged (or failed: the
-/// commit then fails and says why).
-pub(crate) fn deliver(producer: &BaseProducer) -> Result<(), Error> {
-    let deadline = std::time::Instant::now() + CALL_TIMEOUT;
-    while producer.in_flight_count() > 0 {
-        if std::time::Instant::now() > deadline {
-            return Err(Error::Broker {
-                action: "deliver a transaction's records".into(),
-                reason: format!("not acknowledged within {} s", CALL_TIMEOUT.as_secs()),
-            });
-        }
-        producer.poll(Duration::from_millis(1));
-    }
-    Ok(())
-}
-
-/// Enqueues one record (a tombstone without `payload`), serving delivery
-/// reports while the queue is full.
-pub(crate) fn send(
-    producer: &BaseProducer,
-    topic: &str,
-    partition: i32,
-    key: &[u8],
-    payload: Option<&[u8]>,
-) -> Result<(), Error> {
-    let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key);
-    if let Some(payload) = payload {
-        record = record.payload(payload);
-    }
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                producer.poll(Duration::from_millis(1));
-            }
-            Err((error, _)) => return Err(Error::client(format!("write to {topic}/{partition}"), error)),
+/// Puts back the snapshot bookkeeping of the owned partitions whose last
+/// snapshot was not written, so their next is due as that one was.
+fn put_back(owned: &mut BTreeMap<i32, Partition>, failed: Vec<(i32, Before)>) {
+    for (partition, before) in failed {
+        if let Some(state) = owned.get_mut(&partition) {
+            state.snapshot_at = before.snapshot_at;
+            state.cadence = before.cadence;
+            state.snapshot_keys = before.keys;
         }
     }
 }
@@ -656,16 +617,69 @@ mod tests {
     }
 
     /// Sends `state`'s snapshot (partition 0) in pieces of at most
-    /// `piece_bytes` through a [`SnapshotWriter`], as a session does, and
-    /// waits until it is written. Returns how many pieces it took.
-    fn write_snapshot(brokers: &str, layout: &TopicLayout, state: &mut Partition, piece_bytes: usize) -> u32 {
-        let writer = SnapshotWriter::start(brokers, layout, &format!("{}-test-snapshots", layout.snapshots)).unwrap();
+    /// `piece_bytes` through `writer`, as a session does, and waits until it
+    /// is sent. Returns how many pieces it took and what was handed back.
+    fn write_snapshot_with(
+        writer: &SnapshotWriter,
+        state: &mut Partition,
+        piece_bytes: usize,
+    ) -> (u32, Vec<(i32, Before)>) {
         let encoded = encode_snapshot(0, state, 0, piece_bytes).unwrap();
         let count = u32::try_from(encoded.records.len()).unwrap();
         writer.hand_over(Batch { snapshots: vec![encoded], taken_ms: 0 });
-        assert!(writer.busy());
-        drop(writer); // sends what it was handed, then stops
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while writer.busy() {
+            assert!(std::time::Instant::now() < deadline, "the writer did not finish");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (count, writer.take_failed())
+    }
+
+    /// [`write_snapshot_with`] a writer of its own, which must write it.
+    fn write_snapshot(brokers: &str, layout: &TopicLayout, state: &mut Partition, piece_bytes: usize) -> u32 {
+        let writer = SnapshotWriter::start(brokers, layout, &format!("{}-test-snapshots", layout.snapshots)).unwrap();
+        let (count, failed) = write_snapshot_with(&writer, state, piece_bytes);
+        assert!(failed.is_empty(), "the snapshot was written");
         count
+    }
+
+    /// A writer whose producer failed (here: fenced by a newer one of its
+    /// id) hands the snapshot back, and the partition's bookkeeping is as
+    /// before it; its next snapshot is written by a new producer. Before,
+    /// every later snapshot of the session failed as the first had.
+    #[test]
+    fn a_snapshot_not_written_is_handed_back_and_the_writer_recovers() {
+        let Some(broker) = crate::testing::broker() else { return };
+        let brokers: &str = &broker;
+        let layout = crate::testing::unique_layout("sb-test-writer", 1);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(crate::admin::init(brokers, &layout)).unwrap();
+        let id = format!("{}-test-writer", layout.snapshots);
+        let writer = SnapshotWriter::start(brokers, &layout, &id).unwrap();
+        let mut live = Partition::default();
+        decide(&mut live, configure_agent("c-1", "ana"), 5_000, 10);
+
+        // given the writer's producer fenced by another of its id
+        let fencing = SnapshotWriter::start(brokers, &layout, &id).unwrap();
+        let mut owned = BTreeMap::from([(0, live)]);
+        assert_eq!(snapshots_due(&owned, 1), [0]);
+        let (_, failed) = write_snapshot_with(&writer, owned.get_mut(&0).unwrap(), PIECE_BYTES);
+
+        // then the snapshot is handed back, nothing is stored, and put back it is due again
+        assert_eq!(failed.iter().map(|(partition, _)| *partition).collect::<Vec<_>>(), [0]);
+        assert!(snapshots_due(&owned, 1).is_empty(), "taken, so not due");
+        assert!(latest_snapshots(brokers, &layout, &[0]).unwrap().is_empty());
+        put_back(&mut owned, failed);
+        assert_eq!(snapshots_due(&owned, 1), [0]);
+
+        // when the next snapshot is handed over
+        drop(fencing);
+        let (_, failed) = write_snapshot_with(&writer, owned.get_mut(&0).unwrap(), PIECE_BYTES);
+
+        // then a new producer writes it
+        assert!(failed.is_empty());
+        let stored = latest_snapshots(brokers, &layout, &[0]).unwrap().remove(&0).expect("stored");
+        assert_eq!(stored.snapshot.expect("readable").next_offset, owned[&0].next_offset);
     }
 
     fn configure_agent(command_id: &str, agent_id: &str) -> Command {
