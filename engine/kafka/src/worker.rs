@@ -616,6 +616,21 @@ mod tests {
         Command { command_id: command_id.into(), domain: "acme".into(), at_ms, command: Some(command) }
     }
 
+    /// The test broker and a fresh layout of one partition created on it,
+    /// or `None` where there is no broker (outside CI only).
+    fn broker_with_topics(prefix: &str) -> Option<(crate::testing::Broker, TopicLayout)> {
+        let broker = crate::testing::broker()?;
+        let layout = crate::testing::unique_layout(prefix, 1);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(crate::admin::init(&broker, &layout)).unwrap();
+        Some((broker, layout))
+    }
+
+    /// A producer outside transactions, to write what a test starts from.
+    fn plain_producer(brokers: &str) -> BaseProducer {
+        ClientConfig::new().set("bootstrap.servers", brokers).set("broker.address.family", "v4").create().unwrap()
+    }
+
     /// Sends `state`'s snapshot (partition 0) in pieces of at most
     /// `piece_bytes` through `writer`, as a session does, and waits until it
     /// is sent. Returns how many pieces it took and what was handed back.
@@ -649,11 +664,8 @@ mod tests {
     /// every later snapshot of the session failed as the first had.
     #[test]
     fn a_snapshot_not_written_is_handed_back_and_the_writer_recovers() {
-        let Some(broker) = crate::testing::broker() else { return };
+        let Some((broker, layout)) = broker_with_topics("sb-test-writer") else { return };
         let brokers: &str = &broker;
-        let layout = crate::testing::unique_layout("sb-test-writer", 1);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(crate::admin::init(brokers, &layout)).unwrap();
         let id = format!("{}-test-writer", layout.snapshots);
         let writer = SnapshotWriter::start(brokers, &layout, &id).unwrap();
         let mut live = Partition::default();
@@ -713,14 +725,10 @@ mod tests {
     /// gapless sequence and refused the restart.
     #[test]
     fn a_snapshot_whose_resume_point_lags_its_contents_folds_each_batch_once() {
-        let Some(broker) = crate::testing::broker() else { return };
+        let Some((broker, layout)) = broker_with_topics("sb-test-snapshot") else { return };
         let brokers: &str = &broker;
-        let layout = crate::testing::unique_layout("sb-test-snapshot", 1);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(crate::admin::init(brokers, &layout)).unwrap();
         let options = WorkerOptions { snapshot_every: 1, ..WorkerOptions::new(brokers, layout.clone(), "test") };
-        let producer: BaseProducer =
-            ClientConfig::new().set("bootstrap.servers", brokers).set("broker.address.family", "v4").create().unwrap();
+        let producer = plain_producer(brokers);
         let write = |topic: &str, key: &[u8], payload: Vec<u8>| {
             send(&producer, topic, 0, key, Some(&payload)).unwrap();
             deliver(&producer).unwrap();
@@ -751,14 +759,10 @@ mod tests {
     /// and was skipped: every start then folded the partition's whole history.
     #[test]
     fn a_snapshot_in_pieces_reads_back_whole_and_a_smaller_one_empties_the_keys_left_over() {
-        let Some(broker) = crate::testing::broker() else { return };
+        let Some((broker, layout)) = broker_with_topics("sb-test-pieces") else { return };
         let brokers: &str = &broker;
-        let layout = crate::testing::unique_layout("sb-test-pieces", 1);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(crate::admin::init(brokers, &layout)).unwrap();
         let options = WorkerOptions { snapshot_every: 1, ..WorkerOptions::new(brokers, layout.clone(), "test") };
-        let producer: BaseProducer =
-            ClientConfig::new().set("bootstrap.servers", brokers).set("broker.address.family", "v4").create().unwrap();
+        let producer = plain_producer(brokers);
 
         // given a partition's decisions in events, and its snapshot written in pieces of 16 bytes
         let mut live = Partition::default();
