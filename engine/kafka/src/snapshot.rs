@@ -166,26 +166,38 @@ fn join_pieces(records: &BTreeMap<u32, Vec<u8>>) -> Result<Vec<u8>, &'static str
 pub(crate) struct Encoded {
     /// The partition of `events` it is of.
     pub partition: i32,
+    /// Its journal offset: the partition's `snapshot_at` since it was taken.
+    pub taken_at: u64,
     /// Its records, the first piece first ([`pieces`]).
     pub records: Vec<Vec<u8>>,
     /// The piece keys a larger snapshot before it left over, to be emptied
     /// (a tombstone each) so that compaction drops them.
     pub stale: Range<u32>,
-    /// The partition's snapshot bookkeeping before this one was taken, put
-    /// back if it is not written.
+    /// The partition's snapshot bookkeeping to put back if it is not written.
     pub before: Before,
 }
 
 /// A partition's snapshot bookkeeping: when the last was taken, whether the
-/// next is due, and how many piece keys the topic holds for it.
+/// next is due, and how many piece keys the topic may hold for it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Before {
     /// Journal offset of the last snapshot taken.
     pub snapshot_at: u64,
     /// The cadence as it was.
     pub cadence: SnapshotCadence,
-    /// Piece keys holding a record.
+    /// Piece keys that may hold a record.
     pub keys: u32,
+}
+
+/// A snapshot that was not written, handed back to the worker.
+#[derive(Debug)]
+pub(crate) struct Unwritten {
+    /// The partition it is of.
+    pub partition: i32,
+    /// Its journal offset ([`Encoded::taken_at`]).
+    pub taken_at: u64,
+    /// The bookkeeping to put back.
+    pub before: Before,
 }
 
 /// The snapshots of one turn of the worker, and how long taking them held
@@ -197,9 +209,15 @@ pub(crate) struct Batch {
     pub taken_ms: u128,
 }
 
-/// How long the writer stays busy after a failed write, so that a broker in
-/// trouble is not sent a snapshot each turn.
-const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// The writer's pause after a batch that failed, doubled after each further
+/// one up to [`LONGEST_PAUSE`]; a batch written starts again from here. It
+/// stays busy meanwhile, so a broker in trouble is not sent a snapshot each
+/// turn and the worker does not encode them for nothing.
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause after failures.
+const LONGEST_PAUSE: Duration = Duration::from_secs(60);
+/// How long aborting a failed snapshot's transaction may take.
+const ABORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The thread that sends snapshots, each in a transaction of a producer of
 /// its own, so that the worker decides on while the pieces are sent and
@@ -208,14 +226,15 @@ const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// snapshot's pieces together: a reader sees all of them or none.
 ///
 /// One batch at a time: while one is being sent, [`SnapshotWriter::busy`]
-/// says so and the worker takes no other. A snapshot not written is handed
-/// back ([`SnapshotWriter::take_failed`]), and the next is written by a new
-/// producer (starting it aborts whatever the old one left open). Dropping
-/// the writer sends what was handed over, then stops the thread.
+/// says so and the worker takes no other. A snapshot not written, and the
+/// rest of its batch untried, is handed back
+/// ([`SnapshotWriter::take_unwritten`]); the writer aborts its transaction,
+/// pauses, and writes the next with a new producer. Dropping the writer
+/// sends what was handed over (unless a write fails), then stops the thread.
 pub(crate) struct SnapshotWriter {
     queue: Option<mpsc::SyncSender<Batch>>,
     busy: Arc<AtomicBool>,
-    failed: Arc<Mutex<Vec<(i32, Before)>>>,
+    unwritten: Arc<Mutex<Vec<Unwritten>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -223,54 +242,47 @@ impl SnapshotWriter {
     /// Starts the writer with the transactional id `transactional_id`
     /// (which fences any earlier writer of that id).
     pub(crate) fn start(brokers: &str, topics: &TopicLayout, transactional_id: &str) -> Result<Self, Error> {
-        let mut producer = Some(transactional_producer(brokers, transactional_id, 5)?);
+        let mut sender = Sender {
+            producer: Some(transactional_producer(brokers, transactional_id, 5)?),
+            brokers: brokers.to_owned(),
+            topics: topics.clone(),
+            id: transactional_id.to_owned(),
+            unwritten: Arc::new(Mutex::new(Vec::new())),
+        };
+        let unwritten = sender.unwritten.clone();
         let (queue, batches) = mpsc::sync_channel::<Batch>(1);
         let busy = Arc::new(AtomicBool::new(false));
-        let failed = Arc::new(Mutex::new(Vec::new()));
-        let (done, returned) = (busy.clone(), failed.clone());
-        let (brokers, topics, id) = (brokers.to_owned(), topics.clone(), transactional_id.to_owned());
+        let done = busy.clone();
         let thread = std::thread::Builder::new()
             .name("kafka-snapshots".into())
             .spawn(move || {
-                for batch in batches {
-                    let started = Instant::now();
-                    let mut written = Vec::new();
-                    let mut any_failed = false;
-                    for snapshot in batch.snapshots {
-                        let result = match producer.take() {
-                            Some(current) => Ok(current),
-                            None => transactional_producer(&brokers, &id, 5),
+                let mut pause = Duration::ZERO;
+                let mut next = batches.recv().ok();
+                while let Some(batch) = next.take() {
+                    if sender.send(batch) {
+                        pause = Duration::ZERO;
+                    } else {
+                        pause = if pause.is_zero() { FIRST_PAUSE } else { (pause * 2).min(LONGEST_PAUSE) };
+                        // Ends at once when the writer is dropped.
+                        match batches.recv_timeout(pause) {
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                            Err(mpsc::RecvTimeoutError::Timeout) => {}
+                            // Not handed over while busy; kept all the same.
+                            Ok(batch) => next = Some(batch),
                         }
-                        .and_then(|current| write(&current, &topics, &snapshot).map(|()| current));
-                        match result {
-                            Ok(current) => {
-                                producer = Some(current);
-                                written
-                                    .push((snapshot.partition, snapshot.records.iter().map(Vec::len).sum::<usize>()));
-                            }
-                            Err(error) => {
-                                let partition = snapshot.partition;
-                                tracing::warn!(partition, %error, "writing a snapshot failed; it is taken again");
-                                returned.lock().unwrap().push((partition, snapshot.before));
-                                any_failed = true;
-                            }
-                        }
-                    }
-                    if !written.is_empty() {
-                        let (taken_ms, sent_ms) = (batch.taken_ms, started.elapsed().as_millis());
-                        tracing::info!(?written, taken_ms, sent_ms, "snapshots written (partition, bytes)");
-                    }
-                    if any_failed {
-                        std::thread::sleep(PAUSE_AFTER_FAILURE);
                     }
                     done.store(false, Ordering::SeqCst);
+                    if next.is_none() {
+                        next = batches.recv().ok();
+                    }
                 }
+                done.store(false, Ordering::SeqCst);
             })
             .expect("spawn the snapshot writer thread");
-        Ok(SnapshotWriter { queue: Some(queue), busy, failed, thread: Some(thread) })
+        Ok(SnapshotWriter { queue: Some(queue), busy, unwritten, thread: Some(thread) })
     }
 
-    /// Whether a batch is still being sent.
+    /// Whether a batch is still being sent (or the writer pauses after a failure).
     pub(crate) fn busy(&self) -> bool {
         self.busy.load(Ordering::SeqCst)
     }
@@ -284,10 +296,10 @@ impl SnapshotWriter {
         }
     }
 
-    /// The partitions whose snapshot was not written since the last call,
-    /// with their bookkeeping from before it was taken.
-    pub(crate) fn take_failed(&self) -> Vec<(i32, Before)> {
-        std::mem::take(&mut *self.failed.lock().unwrap())
+    /// The snapshots not written since the last call. Complete once the
+    /// writer is no longer [`busy`](Self::busy).
+    pub(crate) fn take_unwritten(&self) -> Vec<Unwritten> {
+        std::mem::take(&mut *self.unwritten.lock().unwrap())
     }
 }
 
@@ -296,6 +308,71 @@ impl Drop for SnapshotWriter {
         self.queue = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread's side: its producer (made anew after a failure) and
+/// where it hands back what it did not write.
+struct Sender {
+    producer: Option<BaseProducer>,
+    brokers: String,
+    topics: TopicLayout,
+    id: String,
+    unwritten: Arc<Mutex<Vec<Unwritten>>>,
+}
+
+impl Sender {
+    /// Sends each snapshot of `batch` in a transaction of its own. After a
+    /// failure the rest are handed back untried: a broker that failed one
+    /// is likely to fail the next, and each try may wait for its timeouts.
+    /// Returns whether all were written.
+    fn send(&mut self, batch: Batch) -> bool {
+        let started = Instant::now();
+        let mut written = Vec::new();
+        let mut failed = false;
+        for snapshot in batch.snapshots {
+            if !failed {
+                match self.write(&snapshot) {
+                    Ok(()) => {
+                        written.push((snapshot.partition, snapshot.records.iter().map(Vec::len).sum::<usize>()));
+                        continue;
+                    }
+                    Err(error) => {
+                        let partition = snapshot.partition;
+                        tracing::warn!(partition, %error, "writing a snapshot failed; handed back with the rest of its batch");
+                        failed = true;
+                    }
+                }
+            }
+            let Encoded { partition, taken_at, before, .. } = snapshot;
+            self.unwritten.lock().unwrap().push(Unwritten { partition, taken_at, before });
+        }
+        if !written.is_empty() {
+            let (taken_ms, sent_ms) = (batch.taken_ms, started.elapsed().as_millis());
+            tracing::info!(?written, taken_ms, sent_ms, "snapshots written (partition, bytes)");
+        }
+        !failed
+    }
+
+    /// Sends `snapshot` with the producer, or a new one after a failure.
+    fn write(&mut self, snapshot: &Encoded) -> Result<(), Error> {
+        let producer = match self.producer.take() {
+            Some(producer) => producer,
+            None => transactional_producer(&self.brokers, &self.id, 5)?,
+        };
+        match write(&producer, &self.topics, snapshot) {
+            Ok(()) => {
+                self.producer = Some(producer);
+                Ok(())
+            }
+            Err(error) => {
+                // Aborted, so that its open transaction does not hide what
+                // is written after it from every reader until it times out;
+                // the new producer's start fences it whatever state it is in.
+                let _ = producer.abort_transaction(ABORT_TIMEOUT);
+                Err(error)
+            }
         }
     }
 }

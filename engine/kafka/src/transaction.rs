@@ -33,8 +33,10 @@ pub(crate) fn transactional_producer(
         .set("linger.ms", linger_ms.to_string())
         .set("message.max.bytes", (MAX_RECORD_BYTES + 64 * 1024).to_string())
         .create()
-        .map_err(client_error("create a transactional producer"))?;
-    producer.init_transactions(CALL_TIMEOUT).map_err(client_error("start transactions"))?;
+        .map_err(|e| Error::client(format!("create the transactional producer {transactional_id}"), e))?;
+    producer
+        .init_transactions(CALL_TIMEOUT)
+        .map_err(|e| Error::client(format!("start the transactions of {transactional_id}"), e))?;
     Ok(producer)
 }
 

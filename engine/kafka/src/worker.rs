@@ -23,8 +23,8 @@
 //! error of a decision's transaction ends the session: the worker makes new
 //! clients (the new producer, with the same transactional id, fences and
 //! aborts whatever the old one had open) and starts again from the
-//! committed offsets. Snapshots are written by a thread of their own
-//! ([`SnapshotWriter`]), whose failures only delay the next snapshot.
+//! committed offsets. Snapshots are sent by a thread of their own
+//! ([`SnapshotWriter`]): a snapshot it fails to write is only taken again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +42,7 @@ use switchboard_live::{is_configuration, timers_from_state, Decision, DomainEntr
 use switchboard_proto::v1::{CommandRefused, JournalBatch};
 
 use crate::snapshot::{
-    latest_snapshots, pieces, Batch, Before, Encoded, SnapshotRecord, SnapshotWriter, Stored, PIECE_BYTES,
+    latest_snapshots, pieces, Batch, Before, Encoded, SnapshotRecord, SnapshotWriter, Stored, Unwritten, PIECE_BYTES,
     SNAPSHOT_VERSION,
 };
 
@@ -189,8 +189,8 @@ struct Partition {
     /// Whether the partition's log has grown enough since its last snapshot for another.
     cadence: SnapshotCadence,
     /// How many piece keys of the snapshots topic hold this partition's
-    /// pieces: those of the last snapshot handed to the writer (or, after a
-    /// rebuild, what the topic held).
+    /// pieces: those of the last snapshot handed to the writer (put back if
+    /// it was not written), or after a rebuild what the topic held.
     snapshot_keys: u32,
 }
 
@@ -363,7 +363,7 @@ impl<'a> Session<'a> {
         if every == 0 || self.snapshots.busy() {
             return Ok(());
         }
-        put_back(&mut self.owned, self.snapshots.take_failed());
+        put_back(&mut self.owned, self.snapshots.take_unwritten());
         let due = snapshots_due(&self.owned, every);
         if due.is_empty() {
             return Ok(());
@@ -466,19 +466,23 @@ fn encode_snapshot(
         .map_err(|e| Error::Broker { action: "encode a snapshot".into(), reason: e.to_string() })?;
     let records = pieces(&body, state.next_offset, piece_bytes);
     let count = u32::try_from(records.len()).expect("pieces counts them in a u32");
-    let before = Before { snapshot_at: state.snapshot_at, cadence: state.cadence.clone(), keys: state.snapshot_keys };
-    let stale = count..state.snapshot_keys.max(count);
+    // A commit reported failed may have landed all the same: its keys are
+    // counted, so the next snapshot empties them if it needs fewer.
+    let keys = state.snapshot_keys.max(count);
+    let before = Before { snapshot_at: state.snapshot_at, cadence: state.cadence.clone(), keys };
+    let stale = count..keys;
     state.snapshot_keys = count;
     state.snapshot_at = state.next_offset;
     state.cadence.written(body.len() as u64);
-    Ok(Encoded { partition, records, stale, before })
+    Ok(Encoded { partition, taken_at: state.next_offset, records, stale, before })
 }
 
 /// Puts back the snapshot bookkeeping of the owned partitions whose last
-/// snapshot was not written, so their next is due as that one was.
-fn put_back(owned: &mut BTreeMap<i32, Partition>, failed: Vec<(i32, Before)>) {
-    for (partition, before) in failed {
-        if let Some(state) = owned.get_mut(&partition) {
+/// snapshot was not written, so their next is due as that one was; but not
+/// for a partition rebuilt since, whose bookkeeping started afresh.
+fn put_back(owned: &mut BTreeMap<i32, Partition>, unwritten: Vec<Unwritten>) {
+    for Unwritten { partition, taken_at, before } in unwritten {
+        if let Some(state) = owned.get_mut(&partition).filter(|state| state.snapshot_at == taken_at) {
             state.snapshot_at = before.snapshot_at;
             state.cadence = before.cadence;
             state.snapshot_keys = before.keys;
@@ -638,7 +642,7 @@ mod tests {
         writer: &SnapshotWriter,
         state: &mut Partition,
         piece_bytes: usize,
-    ) -> (u32, Vec<(i32, Before)>) {
+    ) -> (u32, Vec<Unwritten>) {
         let encoded = encode_snapshot(0, state, 0, piece_bytes).unwrap();
         let count = u32::try_from(encoded.records.len()).unwrap();
         writer.hand_over(Batch { snapshots: vec![encoded], taken_ms: 0 });
@@ -647,7 +651,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the writer did not finish");
             std::thread::sleep(Duration::from_millis(10));
         }
-        (count, writer.take_failed())
+        (count, writer.take_unwritten())
     }
 
     /// [`write_snapshot_with`] a writer of its own, which must write it.
@@ -678,7 +682,7 @@ mod tests {
         let (_, failed) = write_snapshot_with(&writer, owned.get_mut(&0).unwrap(), PIECE_BYTES);
 
         // then the snapshot is handed back, nothing is stored, and put back it is due again
-        assert_eq!(failed.iter().map(|(partition, _)| *partition).collect::<Vec<_>>(), [0]);
+        assert_eq!(failed.iter().map(|unwritten| unwritten.partition).collect::<Vec<_>>(), [0]);
         assert!(snapshots_due(&owned, 1).is_empty(), "taken, so not due");
         assert!(latest_snapshots(brokers, &layout, &[0]).unwrap().is_empty());
         put_back(&mut owned, failed);
@@ -701,6 +705,38 @@ mod tests {
     /// Agent `agent_id`, taking 2 conversations of `channel`, member of `queues`.
     fn configure_agent_in(command_id: &str, agent_id: &str, channel: i32, queues: &[&str]) -> Command {
         at(1_000, command_id, agent(agent_id, channel, queues))
+    }
+
+    #[test]
+    fn a_snapshot_not_written_puts_its_partition_back_as_before_it_with_its_keys_counted() {
+        // given a partition whose last snapshot took one piece key
+        let mut owned = BTreeMap::from([(0, Partition::default())]);
+        let partition = owned.get_mut(&0).unwrap();
+        decide(partition, configure_agent("c-1", "ana"), 5_000, 10);
+        partition.snapshot_keys = 1;
+        partition.cadence.written(1);
+        let (snapshot_at, cadence) = (partition.snapshot_at, format!("{:?}", partition.cadence));
+
+        // when a snapshot of several pieces is taken, and handed back unwritten
+        let encoded = encode_snapshot(0, partition, 0, 16).unwrap();
+        let count = u32::try_from(encoded.records.len()).unwrap();
+        assert!(count > 1);
+        assert_eq!((partition.snapshot_at, partition.snapshot_keys), (partition.next_offset, count));
+        let Encoded { taken_at, before, .. } = encoded;
+        put_back(&mut owned, vec![Unwritten { partition: 0, taken_at, before: before.clone() }]);
+
+        // then the partition is as before it, but its keys may have landed and are counted
+        let partition = owned.get_mut(&0).unwrap();
+        assert_eq!((partition.snapshot_at, format!("{:?}", partition.cadence)), (snapshot_at, cadence));
+        assert_eq!(partition.snapshot_keys, count);
+        let next = encode_snapshot(0, partition, 0, PIECE_BYTES).unwrap();
+        assert_eq!(next.stale, 1..count, "the next snapshot empties them");
+
+        // and a snapshot handed back after its partition was rebuilt changes nothing
+        let rebuilt = owned.get_mut(&0).unwrap();
+        rebuilt.snapshot_at = 42;
+        put_back(&mut owned, vec![Unwritten { partition: 0, taken_at, before }]);
+        assert_eq!(owned[&0].snapshot_at, 42);
     }
 
     #[test]
