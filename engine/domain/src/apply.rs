@@ -187,9 +187,11 @@ impl DomainState {
                         agent_messages: LiteMap::new(),
                         customer_messages: 0,
                         thread: Vec::new(),
-                        email: (e.channel() == Channel::Email).then(|| crate::email::EmailThread {
-                            customer_address: e.customer.as_ref().map(|c| c.email.clone()).unwrap_or_default(),
-                            ..Default::default()
+                        email: (e.channel() == Channel::Email).then(|| {
+                            Box::new(crate::email::EmailThread {
+                                customer_address: e.customer.as_ref().map(|c| c.email.clone()).unwrap_or_default(),
+                                ..Default::default()
+                            })
                         }),
                     }),
                 );
