@@ -78,16 +78,11 @@ pub(crate) struct SnapshotRecord<D> {
 /// One partition's snapshot, as read.
 pub(crate) type Snapshot = SnapshotRecord<BTreeMap<String, (DomainState, Vec<String>)>>;
 
-/// The key of `partition`'s snapshots.
-pub(crate) fn snapshot_key(events: &str, partition: i32) -> String {
-    format!("{events}/{partition}")
-}
-
 /// The key of piece `index` of `partition`'s snapshot; the first piece's is
-/// the partition's key.
+/// the partition's key, `<events>/<partition>`, as a whole snapshot's was.
 pub(crate) fn piece_key(events: &str, partition: i32, index: u32) -> String {
     match index {
-        0 => snapshot_key(events, partition),
+        0 => format!("{events}/{partition}"),
         _ => format!("{events}/{partition}/{index}"),
     }
 }
@@ -105,11 +100,17 @@ fn parse_key(events: &str, key: &[u8]) -> Option<(i32, u32)> {
     parts.next().is_none().then_some((partition, index))
 }
 
+/// How many pieces of at most `piece_bytes` a body of `len` bytes takes
+/// (one, if it is empty).
+pub(crate) fn piece_count(len: usize, piece_bytes: usize) -> u32 {
+    u32::try_from(len.div_ceil(piece_bytes.max(1)).max(1)).expect("a snapshot has fewer than 2^32 pieces")
+}
+
 /// The records of a snapshot `body` taken at journal offset `snapshot`, in
 /// pieces of at most `piece_bytes`, the first piece first.
 pub(crate) fn pieces(body: &[u8], snapshot: u64, piece_bytes: usize) -> Vec<Vec<u8>> {
     let chunks: Vec<&[u8]> = if body.is_empty() { vec![body] } else { body.chunks(piece_bytes.max(1)).collect() };
-    let count = u32::try_from(chunks.len()).expect("a snapshot has fewer than 2^32 pieces");
+    let count = piece_count(body.len(), piece_bytes);
     let crc = crc32fast::hash(body);
     (0..count)
         .zip(chunks)
@@ -162,14 +163,16 @@ fn join_pieces(records: &BTreeMap<u32, Vec<u8>>) -> Result<Vec<u8>, &'static str
 }
 
 /// One partition's snapshot, encoded on the worker's thread for the
-/// [`SnapshotWriter`] to send.
+/// [`SnapshotWriter`] to cut into pieces and send.
 pub(crate) struct Encoded {
     /// The partition of `events` it is of.
     pub partition: i32,
     /// Its journal offset: the partition's `snapshot_at` since it was taken.
     pub taken_at: u64,
-    /// Its records, the first piece first ([`pieces`]).
-    pub records: Vec<Vec<u8>>,
+    /// Its body ([`SnapshotRecord`] in postcard).
+    pub body: Vec<u8>,
+    /// The most bytes of the body a piece holds ([`pieces`]).
+    pub piece_bytes: usize,
     /// The piece keys a larger snapshot before it left over, to be emptied
     /// (a tombstone each) so that compaction drops them.
     pub stale: Range<u32>,
@@ -257,24 +260,18 @@ impl SnapshotWriter {
             .name("kafka-snapshots".into())
             .spawn(move || {
                 let mut pause = Duration::ZERO;
-                let mut next = batches.recv().ok();
-                while let Some(batch) = next.take() {
+                while let Ok(batch) = batches.recv() {
                     if sender.send(batch) {
                         pause = Duration::ZERO;
                     } else {
                         pause = if pause.is_zero() { FIRST_PAUSE } else { (pause * 2).min(LONGEST_PAUSE) };
-                        // Ends at once when the writer is dropped.
-                        match batches.recv_timeout(pause) {
-                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                            Err(mpsc::RecvTimeoutError::Timeout) => {}
-                            // Not handed over while busy; kept all the same.
-                            Ok(batch) => next = Some(batch),
+                        // Nothing is handed over while busy, so this only
+                        // waits, or ends at once when the writer is dropped.
+                        if let Err(mpsc::RecvTimeoutError::Disconnected) = batches.recv_timeout(pause) {
+                            break;
                         }
                     }
                     done.store(false, Ordering::SeqCst);
-                    if next.is_none() {
-                        next = batches.recv().ok();
-                    }
                 }
                 done.store(false, Ordering::SeqCst);
             })
@@ -332,21 +329,20 @@ impl Sender {
         let mut written = Vec::new();
         let mut failed = false;
         for snapshot in batch.snapshots {
-            if !failed {
-                match self.write(&snapshot) {
-                    Ok(()) => {
-                        written.push((snapshot.partition, snapshot.records.iter().map(Vec::len).sum::<usize>()));
-                        continue;
-                    }
-                    Err(error) => {
-                        let partition = snapshot.partition;
-                        tracing::warn!(partition, %error, "writing a snapshot failed; handed back with the rest of its batch");
-                        failed = true;
-                    }
+            let partition = snapshot.partition;
+            let outcome = if failed { None } else { Some(self.write(&snapshot)) };
+            match outcome {
+                Some(Ok(())) => written.push((partition, snapshot.body.len())),
+                Some(Err(error)) => {
+                    tracing::warn!(partition, %error, "writing a snapshot failed; handed back with the rest of its batch");
+                    failed = true;
                 }
+                None => {}
             }
-            let Encoded { partition, taken_at, before, .. } = snapshot;
-            self.unwritten.lock().unwrap().push(Unwritten { partition, taken_at, before });
+            if failed {
+                let Encoded { taken_at, before, .. } = snapshot;
+                self.unwritten.lock().unwrap().push(Unwritten { partition, taken_at, before });
+            }
         }
         if !written.is_empty() {
             let (taken_ms, sent_ms) = (batch.taken_ms, started.elapsed().as_millis());
@@ -377,10 +373,12 @@ impl Sender {
     }
 }
 
-/// Sends `snapshot` in one transaction of `producer`.
+/// Sends `snapshot`, cut into pieces here rather than on the worker's
+/// thread, in one transaction of `producer`.
 fn write(producer: &BaseProducer, topics: &TopicLayout, snapshot: &Encoded) -> Result<(), Error> {
+    let records = pieces(&snapshot.body, snapshot.taken_at, snapshot.piece_bytes);
     producer.begin_transaction().map_err(client_error("begin a snapshot transaction"))?;
-    for (index, record) in (0..).zip(&snapshot.records) {
+    for (index, record) in (0..).zip(&records) {
         let key = piece_key(&topics.events, snapshot.partition, index);
         send(producer, &topics.snapshots, 0, key.as_bytes(), Some(record))?;
     }

@@ -42,8 +42,8 @@ use switchboard_live::{is_configuration, timers_from_state, Decision, DomainEntr
 use switchboard_proto::v1::{CommandRefused, JournalBatch};
 
 use crate::snapshot::{
-    latest_snapshots, pieces, Batch, Before, Encoded, SnapshotRecord, SnapshotWriter, Stored, Unwritten, PIECE_BYTES,
-    SNAPSHOT_VERSION,
+    latest_snapshots, piece_count, Batch, Before, Encoded, SnapshotRecord, SnapshotWriter, Stored, Unwritten,
+    PIECE_BYTES, SNAPSHOT_VERSION,
 };
 
 use crate::journal::read_batches;
@@ -452,9 +452,9 @@ impl<'a> Session<'a> {
     }
 }
 
-/// `partition`'s snapshot as it is, to be read on from `resume_at`, in
-/// pieces of at most `piece_bytes`, with the piece keys a larger snapshot
-/// before it left over. Counts it as taken: the partition's next is due
+/// `partition`'s snapshot as it is, to be read on from `resume_at` and sent
+/// in pieces of at most `piece_bytes`, with the piece keys a larger
+/// snapshot before it left over. Counts it as taken: the partition's next is due
 /// after as many events, and as many bytes of log as its body holds.
 fn encode_snapshot(
     partition: i32,
@@ -464,8 +464,7 @@ fn encode_snapshot(
 ) -> Result<Encoded, Error> {
     let body = postcard::to_allocvec(&SnapshotOut::of(state, resume_at))
         .map_err(|e| Error::Broker { action: "encode a snapshot".into(), reason: e.to_string() })?;
-    let records = pieces(&body, state.next_offset, piece_bytes);
-    let count = u32::try_from(records.len()).expect("pieces counts them in a u32");
+    let count = piece_count(body.len(), piece_bytes);
     // A commit reported failed may have landed all the same: its keys are
     // counted, so the next snapshot empties them if it needs fewer.
     let keys = state.snapshot_keys.max(count);
@@ -474,7 +473,7 @@ fn encode_snapshot(
     state.snapshot_keys = count;
     state.snapshot_at = state.next_offset;
     state.cadence.written(body.len() as u64);
-    Ok(Encoded { partition, taken_at: state.next_offset, records, stale, before })
+    Ok(Encoded { partition, taken_at: state.next_offset, body, piece_bytes, stale, before })
 }
 
 /// Puts back the snapshot bookkeeping of the owned partitions whose last
@@ -553,10 +552,8 @@ fn rebuild_partition(
 ) -> Result<(Partition, bool), Error> {
     let mut state = Partition::default();
     let mut resume_at = 0;
-    let snapshot = stored.and_then(|stored| {
-        state.snapshot_keys = stored.keys;
-        stored.snapshot
-    });
+    let (snapshot, keys) = stored.map_or((None, 0), |stored| (stored.snapshot, stored.keys));
+    state.snapshot_keys = keys;
     let from_snapshot = snapshot.is_some();
     if let Some(snapshot) = snapshot {
         resume_at = snapshot.resume_at;
@@ -644,7 +641,7 @@ mod tests {
         piece_bytes: usize,
     ) -> (u32, Vec<Unwritten>) {
         let encoded = encode_snapshot(0, state, 0, piece_bytes).unwrap();
-        let count = u32::try_from(encoded.records.len()).unwrap();
+        let count = piece_count(encoded.body.len(), piece_bytes);
         writer.hand_over(Batch { snapshots: vec![encoded], taken_ms: 0 });
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while writer.busy() {
@@ -719,7 +716,7 @@ mod tests {
 
         // when a snapshot of several pieces is taken, and handed back unwritten
         let encoded = encode_snapshot(0, partition, 0, 16).unwrap();
-        let count = u32::try_from(encoded.records.len()).unwrap();
+        let count = u32::try_from(crate::snapshot::pieces(&encoded.body, encoded.taken_at, 16).len()).unwrap();
         assert!(count > 1);
         assert_eq!((partition.snapshot_at, partition.snapshot_keys), (partition.next_offset, count));
         let Encoded { taken_at, before, .. } = encoded;
