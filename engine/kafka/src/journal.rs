@@ -26,6 +26,7 @@ use switchboard_journal::{Journal, JournalError, RecordIter};
 use switchboard_proto::v1::{CommandRefused, JournalBatch};
 
 use crate::layout::MAX_RECORD_BYTES;
+use crate::transaction::serve_or_pause;
 use crate::Error;
 
 /// How long a read waits for the broker before giving up.
@@ -479,7 +480,7 @@ impl KafkaJournal {
             if Instant::now() > deadline {
                 return Err(format!("no acknowledgement within {} s", WRITE_TIMEOUT.as_secs()));
             }
-            self.producer.poll(Duration::from_millis(1));
+            serve_or_pause(&self.producer);
         };
         self.producer.commit_transaction(WRITE_TIMEOUT).map_err(|e| e.to_string())?;
         Ok(kafka_offset)

@@ -1,9 +1,10 @@
 //! What the worker and the snapshot writer share to write in Kafka
-//! transactions: the producer, enqueuing a record, waiting for deliveries.
+//! transactions: the producer, enqueuing a record, waiting for deliveries
+//! (the Kafka journal's appends wait the same way).
 
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::ClientConfig;
 
 use crate::layout::MAX_RECORD_BYTES;
@@ -14,6 +15,8 @@ use crate::Error;
 pub(crate) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client call may wait for the brokers.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a thread waiting on its producer sleeps when nothing was ready.
+const BROKER_PAUSE: Duration = Duration::from_micros(100);
 
 /// A transactional producer of id `transactional_id`, transactions started:
 /// idempotent, `acks=all`, waiting `linger_ms` to fill a request. Starting
@@ -45,8 +48,23 @@ pub(crate) fn client_error(action: &str) -> impl FnOnce(rdkafka::error::KafkaErr
     move |source| Error::Client { action: action.to_owned(), source }
 }
 
-/// Polls `producer` until every record sent is acknowledged (or failed: the
-/// commit then fails and says why).
+/// One step of waiting on the brokers: serves what `producer` has ready
+/// (delivery reports) without blocking, and sleeps [`BROKER_PAUSE`] if
+/// nothing was. `BaseProducer::poll` cannot block for less than a
+/// millisecond: it hands librdkafka what is left of its timeout in whole
+/// milliseconds, so a 1 ms poll spins on 0 ms polls for that millisecond,
+/// and a loop of them spins for as long as the brokers take (reading the
+/// clock was a quarter of the Kafka worker thread's CPU).
+pub(crate) fn serve_or_pause<C: ProducerContext>(producer: &BaseProducer<C>) {
+    let waiting = producer.in_flight_count();
+    producer.poll(Duration::ZERO);
+    if producer.in_flight_count() == waiting {
+        std::thread::sleep(BROKER_PAUSE);
+    }
+}
+
+/// Serves `producer` until every record sent is acknowledged (or failed:
+/// the commit then fails and says why).
 pub(crate) fn deliver(producer: &BaseProducer) -> Result<(), Error> {
     let deadline = Instant::now() + CALL_TIMEOUT;
     while producer.in_flight_count() > 0 {
@@ -56,7 +74,7 @@ pub(crate) fn deliver(producer: &BaseProducer) -> Result<(), Error> {
                 reason: format!("not acknowledged within {} s", CALL_TIMEOUT.as_secs()),
             });
         }
-        producer.poll(Duration::from_millis(1));
+        serve_or_pause(producer);
     }
     Ok(())
 }
@@ -79,9 +97,45 @@ pub(crate) fn send(
             Ok(()) => return Ok(()),
             Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
                 record = back;
-                producer.poll(Duration::from_millis(1));
+                serve_or_pause(producer);
             }
             Err((error, _)) => return Err(Error::client(format!("write to {topic}/{partition}"), error)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPU time the calling thread has used, from `/proc/thread-self/stat`
+    /// (user and system, in the kernel's ticks of 10 ms).
+    fn thread_cpu() -> Duration {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<u64> =
+            stat.rsplit_once(") ").unwrap().1.split(' ').skip(11).take(2).map(|f| f.parse().unwrap()).collect();
+        Duration::from_millis((fields[0] + fields[1]) * 10)
+    }
+
+    #[test]
+    fn waiting_on_the_brokers_sleeps_instead_of_spinning() {
+        // given a producer holding a record it cannot deliver (nothing listens there)
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("broker.address.family", "v4")
+            .set("message.timeout.ms", "60000")
+            .create()
+            .unwrap();
+        producer.send(BaseRecord::<[u8], [u8]>::to("waiting").payload(b"x")).unwrap();
+        // when its thread waits on it for half a second
+        let (used_before, started) = (thread_cpu(), Instant::now());
+        while started.elapsed() < Duration::from_millis(500) {
+            serve_or_pause(&producer);
+        }
+        // then the wait used a small part of a core (1 ms polls spun for all of it)
+        let used = thread_cpu() - used_before;
+        assert!(used < Duration::from_millis(150), "waiting 500 ms used {used:?} of CPU");
+        assert_eq!(producer.in_flight_count(), 1, "the record is still waiting");
     }
 }
