@@ -309,11 +309,11 @@ impl<'a> Session<'a> {
             // Once a command is in, gather what arrives within LINGER too: a
             // transaction costs the brokers the same for one command or many.
             let until = *linger_until.get_or_insert_with(|| std::time::Instant::now() + LINGER);
-            // At least a millisecond: the consumer waits in whole
-            // milliseconds, so less would not wait at all and this loop would
-            // spin until LINGER is over.
+            // Rounded up to whole milliseconds: the consumer hands librdkafka
+            // whole milliseconds and polls again, without waiting, for the
+            // fraction left over, so the fraction would be spent spinning.
             match until.checked_duration_since(std::time::Instant::now()) {
-                Some(left) => wait = left.max(Duration::from_millis(1)),
+                Some(left) => wait = Duration::from_millis(left.as_micros().div_ceil(1_000) as u64),
                 None => break,
             }
         }
