@@ -109,12 +109,13 @@ pub(crate) fn piece_count(len: usize, piece_bytes: usize) -> u32 {
 /// The records of a snapshot `body` taken at journal offset `snapshot`, in
 /// pieces of at most `piece_bytes`, the first piece first.
 pub(crate) fn pieces(body: &[u8], snapshot: u64, piece_bytes: usize) -> Vec<Vec<u8>> {
-    let chunks: Vec<&[u8]> = if body.is_empty() { vec![body] } else { body.chunks(piece_bytes.max(1)).collect() };
+    let piece_bytes = piece_bytes.max(1);
     let count = piece_count(body.len(), piece_bytes);
     let crc = crc32fast::hash(body);
     (0..count)
-        .zip(chunks)
-        .map(|(index, chunk)| {
+        .map(|index| {
+            let start = (index as usize * piece_bytes).min(body.len());
+            let chunk = &body[start..(start + piece_bytes).min(body.len())];
             let head = PieceHead { version: PIECES_VERSION, snapshot, index, count, crc };
             let mut record = postcard::to_allocvec(&head).expect("a piece's head always encodes");
             record.extend_from_slice(chunk);
@@ -246,12 +247,14 @@ impl SnapshotWriter {
     /// (which fences any earlier writer of that id).
     pub(crate) fn start(brokers: &str, topics: &TopicLayout, transactional_id: &str) -> Result<Self, Error> {
         let mut sender = Sender {
-            producer: Some(transactional_producer(brokers, transactional_id, 5)?),
+            producer: None,
             brokers: brokers.to_owned(),
             topics: topics.clone(),
             id: transactional_id.to_owned(),
             unwritten: Arc::new(Mutex::new(Vec::new())),
         };
+        // Made here, so that a writer that cannot start says so at once.
+        sender.producer = Some(sender.new_producer()?);
         let unwritten = sender.unwritten.clone();
         let (queue, batches) = mpsc::sync_channel::<Batch>(1);
         let busy = Arc::new(AtomicBool::new(false));
@@ -273,7 +276,6 @@ impl SnapshotWriter {
                     }
                     done.store(false, Ordering::SeqCst);
                 }
-                done.store(false, Ordering::SeqCst);
             })
             .expect("spawn the snapshot writer thread");
         Ok(SnapshotWriter { queue: Some(queue), busy, unwritten, thread: Some(thread) })
@@ -327,35 +329,42 @@ impl Sender {
     fn send(&mut self, batch: Batch) -> bool {
         let started = Instant::now();
         let mut written = Vec::new();
-        let mut failed = false;
-        for snapshot in batch.snapshots {
-            let partition = snapshot.partition;
-            let outcome = if failed { None } else { Some(self.write(&snapshot)) };
-            match outcome {
-                Some(Ok(())) => written.push((partition, snapshot.body.len())),
-                Some(Err(error)) => {
+        let mut snapshots = batch.snapshots.into_iter();
+        let mut failed = None;
+        for snapshot in snapshots.by_ref() {
+            match self.write(&snapshot) {
+                Ok(()) => written.push((snapshot.partition, snapshot.body.len())),
+                Err(error) => {
+                    let partition = snapshot.partition;
                     tracing::warn!(partition, %error, "writing a snapshot failed; handed back with the rest of its batch");
-                    failed = true;
+                    failed = Some(snapshot);
+                    break;
                 }
-                None => {}
-            }
-            if failed {
-                let Encoded { taken_at, before, .. } = snapshot;
-                self.unwritten.lock().unwrap().push(Unwritten { partition, taken_at, before });
             }
         }
         if !written.is_empty() {
             let (taken_ms, sent_ms) = (batch.taken_ms, started.elapsed().as_millis());
             tracing::info!(?written, taken_ms, sent_ms, "snapshots written (partition, bytes)");
         }
-        !failed
+        let all_written = failed.is_none();
+        let unwritten = failed
+            .into_iter()
+            .chain(snapshots)
+            .map(|Encoded { partition, taken_at, before, .. }| Unwritten { partition, taken_at, before });
+        self.unwritten.lock().unwrap().extend(unwritten);
+        all_written
+    }
+
+    /// A transactional producer of the writer's id, fencing any before it.
+    fn new_producer(&self) -> Result<BaseProducer, Error> {
+        transactional_producer(&self.brokers, &self.id, 5)
     }
 
     /// Sends `snapshot` with the producer, or a new one after a failure.
     fn write(&mut self, snapshot: &Encoded) -> Result<(), Error> {
         let producer = match self.producer.take() {
             Some(producer) => producer,
-            None => transactional_producer(&self.brokers, &self.id, 5)?,
+            None => self.new_producer()?,
         };
         match write(&producer, &self.topics, snapshot) {
             Ok(()) => {
