@@ -1,15 +1,21 @@
-//! The engine's API as the load generator calls it: JSON over a few
-//! keep-alive HTTP/1.1 connections (one `awc` client with a connector
-//! limit), bearer tokens, and the agent WebSocket.
+//! The engine's API as the load generator calls it: JSON over a bounded
+//! pool of keep-alive HTTP/1.1 connections (hyper), bearer tokens, and the
+//! agent WebSocket (awc).
 //!
 //! Only loopback targets are accepted: a load test sends traffic to a
 //! server on this machine and nowhere else.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use awc::http::StatusCode;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{Envelope, Reply};
@@ -120,6 +126,12 @@ impl Target {
     pub fn is_v6(&self) -> bool {
         self.origin.contains(&Ipv6Addr::LOCALHOST.to_string())
     }
+
+    /// The address to connect to: [`Target::parse`] leaves an IP literal
+    /// and a port after `http://`.
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.origin["http://".len()..].parse().expect("a parsed target is an IP address and a port")
+    }
 }
 
 /// The routes the load generator calls, for per-route figures.
@@ -193,12 +205,13 @@ struct ErrorBody {
     message: String,
 }
 
-/// A client of one engine. Cheap to clone; single-threaded (awc).
+/// A client of one engine. Cheap to clone; single-threaded.
 #[derive(Clone)]
 pub struct Api {
-    client: awc::Client,
+    pool: Rc<Pool>,
     ws_client: awc::Client,
     base: Rc<str>,
+    timeout: Duration,
 }
 
 impl Api {
@@ -206,38 +219,42 @@ impl Api {
     /// (kept alive and reused) and the given request timeout. WebSockets get
     /// connections of their own, outside that limit.
     pub fn new(target: &Target, connections: usize, timeout: Duration) -> Self {
-        let client = awc::Client::builder()
-            .connector(awc::Connector::new().limit(connections.max(1)).timeout(Duration::from_secs(5)))
-            .timeout(timeout)
-            .disable_redirects()
-            .finish();
         let ws_client = awc::Client::builder()
             .connector(awc::Connector::new().limit(0).timeout(Duration::from_secs(5)))
             .timeout(timeout)
             .disable_redirects()
             .finish();
-        Self { client, ws_client, base: Rc::from(format!("{}/v1", target.origin)) }
+        let host = HeaderValue::from_str(&target.origin["http://".len()..]).expect("a parsed target is a valid Host");
+        let pool = Pool {
+            addr: target.socket_addr(),
+            host,
+            slots: tokio::sync::Semaphore::new(connections.max(1)),
+            idle: RefCell::new(Vec::new()),
+        };
+        Self { pool: Rc::new(pool), ws_client, base: Rc::from(format!("{}/v1", target.origin)), timeout }
     }
 
     /// POSTs `body` (JSON, or nothing) to `/v1{path}` with `token`, and
-    /// returns the events of the 200 reply.
+    /// returns the events of the 200 reply. The timeout covers the wait for
+    /// a connection as well as the exchange.
     pub async fn post<B: Serialize>(
         &self,
         path: &str,
         token: &str,
         body: Option<&B>,
     ) -> Result<Vec<Envelope>, ApiError> {
-        let request = self.client.post(format!("{}{path}", self.base)).bearer_auth(token);
-        let sent = match body {
-            Some(body) => request.send_json(body).await,
-            None => request.send().await,
+        let body = match body {
+            Some(body) => Bytes::from(serde_json::to_vec(body).expect("a request body serializes")),
+            None => Bytes::new(),
         };
-        let mut response = sent.map_err(|e| match e {
-            awc::error::SendRequestError::Timeout => ApiError::Timeout,
-            other => ApiError::Transport(other.to_string()),
-        })?;
-        let status = response.status();
-        let bytes = response.body().limit(MAX_BODY).await.map_err(|e| ApiError::Transport(e.to_string()))?;
+        let request = Request::post(format!("/v1{path}"))
+            .header(HOST, self.pool.host.clone())
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| ApiError::Transport(format!("request to {path}: {e}")))?;
+        let (status, bytes) =
+            tokio::time::timeout(self.timeout, self.pool.exchange(request)).await.map_err(|_| ApiError::Timeout)??;
         if status == StatusCode::OK {
             let reply: Reply = serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode(e.to_string()))?;
             return Ok(reply.events);
@@ -308,6 +325,73 @@ impl AgentSocket {
     }
 }
 
+/// Keep-alive HTTP/1.1 connections to the engine, at most as many in use as
+/// it has slots; each connection's task runs on this thread. A real agent
+/// desktop has a connection of its own, so the pool is wide (512 by default)
+/// and a request waits for a free slot, in arrival order, only past that.
+struct Pool {
+    addr: SocketAddr,
+    host: HeaderValue,
+    slots: tokio::sync::Semaphore,
+    idle: RefCell<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+impl Pool {
+    /// Sends `request` on an idle connection (or a new one) and reads the
+    /// whole reply.
+    async fn exchange(&self, mut request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), ApiError> {
+        let _slot = self.slots.acquire().await.expect("the pool's semaphore is never closed");
+        loop {
+            let (mut connection, reused) = match self.checkout().await {
+                Some(idle) => (idle, true),
+                None => (self.connect().await?, false),
+            };
+            match connection.try_send_request(request).await {
+                Ok(response) => {
+                    let status = response.status();
+                    let body = Limited::new(response.into_body(), MAX_BODY)
+                        .collect()
+                        .await
+                        .map_err(|e| ApiError::Transport(format!("reading the reply: {e}")))?
+                        .to_bytes();
+                    self.idle.borrow_mut().push(connection);
+                    return Ok((status, body));
+                }
+                // The engine closed a kept-alive connection (its idle timeout)
+                // before the request went out on it: send it on another.
+                Err(mut unsent) if reused && unsent.message().is_some() => {
+                    request = unsent.take_message().expect("checked just above");
+                }
+                Err(failed) => return Err(ApiError::Transport(failed.into_error().to_string())),
+            }
+        }
+    }
+
+    /// An idle connection that is still open and ready for a request.
+    async fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
+        loop {
+            let mut connection = self.idle.borrow_mut().pop()?;
+            // Ready once its task has read the previous reply to the end.
+            if connection.ready().await.is_ok() {
+                return Some(connection);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ApiError> {
+        let failed = |e: &dyn std::fmt::Display| ApiError::Transport(format!("connecting to {}: {e}", self.addr));
+        let stream = tokio::net::TcpStream::connect(self.addr).await.map_err(|e| failed(&e))?;
+        stream.set_nodelay(true).map_err(|e| failed(&e))?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| failed(&e))?;
+        // Its failures reach the request in flight on it, which reports them.
+        actix_rt::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +430,89 @@ mod tests {
         let leave = socket_command(route::CONFERENCE_LEAVE, "/conversations/c-2/conference/leave", None);
         assert_eq!(leave, Some(json!({ "command": "leave_conference", "conversation_id": "c-2" })));
         assert_eq!(socket_command(route::ARRIVAL, "/inbound/messages", Some(json!({}))), None);
+    }
+
+    /// A server on 127.0.0.1 that answers each connection's first request
+    /// with the next of `replies` (status line, JSON body) and then closes
+    /// it, as the engine closes a kept-alive connection left idle too long.
+    /// Hands back each request's head and body as received.
+    async fn closing_server(replies: Vec<(&'static str, &'static str)>) -> (Target, Rc<RefCell<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Rc::new(RefCell::new(Vec::new()));
+        let log = received.clone();
+        actix_rt::spawn(async move {
+            for (status, body) in replies {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let complete = |r: &[u8]| {
+                    let text = String::from_utf8_lossy(r);
+                    let Some((head, rest)) = text.split_once("\r\n\r\n") else { return false };
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |n| n.parse::<usize>().unwrap());
+                    rest.len() >= length
+                };
+                while !complete(&request) {
+                    let n = stream.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "the client closed mid-request");
+                    request.extend_from_slice(&chunk[..n]);
+                }
+                log.borrow_mut().push(String::from_utf8(request).unwrap());
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(reply.as_bytes()).await.unwrap();
+            }
+        });
+        (Target::parse(&format!("http://127.0.0.1:{port}")).unwrap(), received)
+    }
+
+    #[actix_rt::test]
+    async fn a_connection_the_engine_closed_is_replaced_and_each_request_carries_its_token_and_body() {
+        let (target, received) = closing_server(vec![
+            ("200 OK", r#"{"events":[]}"#),
+            ("409 Conflict", r#"{"error":"offer_not_open","message":"the offer timed out"}"#),
+        ])
+        .await;
+        let api = Api::new(&target, 4, Duration::from_secs(5));
+        let events = api.post::<()>("/offers/o-1/accept", "agent-token", None).await.unwrap();
+        assert!(events.is_empty());
+        // The server has closed the connection it answered on; let its task see that.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let refused = api.post("/conversations/c-1/end", "other-token", Some(&serde_json::json!({"note": 1}))).await;
+        match refused {
+            Err(ApiError::Status { status: 409, kind, message }) => {
+                assert_eq!((kind.as_str(), message.as_str()), ("offer_not_open", "the offer timed out"));
+            }
+            other => panic!("expected the engine's 409, got {other:?}"),
+        }
+        let received = received.borrow();
+        assert_eq!(received.len(), 2, "one request on each connection");
+        assert!(received[0].starts_with("POST /v1/offers/o-1/accept HTTP/1.1\r\n"), "{}", received[0]);
+        assert!(received[0].contains("authorization: Bearer agent-token\r\n"), "{}", received[0]);
+        assert!(received[0].contains(&format!("host: 127.0.0.1:{}\r\n", target.port)), "{}", received[0]);
+        assert!(received[1].contains("authorization: Bearer other-token\r\n"), "{}", received[1]);
+        assert!(received[1].ends_with("\r\n\r\n{\"note\":1}"), "{}", received[1]);
+    }
+
+    #[actix_rt::test]
+    async fn a_request_without_an_answer_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts and holds the connection, never answering.
+        let held = actix_rt::spawn(async move { listener.accept().await });
+        let target = Target::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let api = Api::new(&target, 1, Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let result = api.post::<()>("/agents/me/state", "t", None).await;
+        assert!(matches!(result, Err(ApiError::Timeout)), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(held);
     }
 
     #[test]
