@@ -91,10 +91,12 @@ pub enum TargetError {
 /// A validated target: `http://` + a loopback host + a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    /// `http://HOST:PORT`, without a trailing slash.
+    /// `http://HOST:PORT`, without a trailing slash; an IPv6 host in brackets.
     pub origin: String,
     /// The port, for finding the engine's process.
     pub port: u16,
+    /// The address to connect to.
+    pub addr: SocketAddr,
 }
 
 impl Target {
@@ -109,28 +111,25 @@ impl Target {
         }
         let (host, port) = authority.rsplit_once(':').ok_or_else(malformed)?;
         let port: u16 = port.parse().map_err(|_| malformed())?;
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let loopback = match bare {
-            "localhost" => true,
-            _ => bare.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false),
+        let bracketed = host.starts_with('[') && host.ends_with(']');
+        let bare = if bracketed { &host[1..host.len() - 1] } else { host };
+        let ip = match bare {
+            // Resolved here, so no resolver is ever asked.
+            "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            _ => match bare.parse::<IpAddr>() {
+                // An IPv6 host must be in brackets, or its colons and the port's run together.
+                Ok(IpAddr::V6(_)) if !bracketed => return Err(malformed()),
+                Ok(ip) if ip.is_loopback() => ip,
+                _ => return Err(TargetError::NotLoopback(host.to_owned())),
+            },
         };
-        if !loopback {
-            return Err(TargetError::NotLoopback(host.to_owned()));
-        }
-        // Resolve "localhost" ourselves, so no resolver is ever asked.
-        let host = if bare == "localhost" { Ipv4Addr::LOCALHOST.to_string() } else { host.to_owned() };
-        Ok(Self { origin: format!("http://{host}:{port}"), port })
+        let addr = SocketAddr::new(ip, port);
+        Ok(Self { origin: format!("http://{addr}"), port, addr })
     }
 
-    /// The IPv6 loopback check, for completeness of [`Target::parse`].
+    /// Whether the target is the IPv6 loopback.
     pub fn is_v6(&self) -> bool {
-        self.origin.contains(&Ipv6Addr::LOCALHOST.to_string())
-    }
-
-    /// The address to connect to: [`Target::parse`] leaves an IP literal
-    /// and a port after `http://`.
-    pub fn socket_addr(&self) -> SocketAddr {
-        self.origin["http://".len()..].parse().expect("a parsed target is an IP address and a port")
+        self.addr.ip() == Ipv6Addr::LOCALHOST
     }
 }
 
@@ -226,7 +225,7 @@ impl Api {
             .finish();
         let host = HeaderValue::from_str(&target.origin["http://".len()..]).expect("a parsed target is a valid Host");
         let pool = Pool {
-            addr: target.socket_addr(),
+            addr: target.addr,
             host,
             slots: tokio::sync::Semaphore::new(connections.max(1)),
             idle: RefCell::new(Vec::new()),
@@ -247,12 +246,14 @@ impl Api {
             Some(body) => Bytes::from(serde_json::to_vec(body).expect("a request body serializes")),
             None => Bytes::new(),
         };
-        let request = Request::post(format!("/v1{path}"))
+        let mut request = Request::post(format!("/v1{path}"))
             .header(HOST, self.pool.host.clone())
-            .header(AUTHORIZATION, format!("Bearer {token}"))
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .map_err(|e| ApiError::Transport(format!("request to {path}: {e}")))?;
+            .header(AUTHORIZATION, format!("Bearer {token}"));
+        if !body.is_empty() {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
+        let request =
+            request.body(Full::new(body)).map_err(|e| ApiError::Transport(format!("request to {path}: {e}")))?;
         let (status, bytes) =
             tokio::time::timeout(self.timeout, self.pool.exchange(request)).await.map_err(|_| ApiError::Timeout)??;
         if status == StatusCode::OK {
@@ -338,36 +339,31 @@ struct Pool {
 
 impl Pool {
     /// Sends `request` on an idle connection (or a new one) and reads the
-    /// whole reply.
-    async fn exchange(&self, mut request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), ApiError> {
+    /// whole reply. Dropped part-way (the caller's timeout), it drops the
+    /// connection with it, so none goes back to the pool mid-exchange.
+    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), ApiError> {
         let _slot = self.slots.acquire().await.expect("the pool's semaphore is never closed");
-        loop {
-            let (mut connection, reused) = match self.checkout().await {
-                Some(idle) => (idle, true),
-                None => (self.connect().await?, false),
-            };
-            match connection.try_send_request(request).await {
-                Ok(response) => {
-                    let status = response.status();
-                    let body = Limited::new(response.into_body(), MAX_BODY)
-                        .collect()
-                        .await
-                        .map_err(|e| ApiError::Transport(format!("reading the reply: {e}")))?
-                        .to_bytes();
-                    self.idle.borrow_mut().push(connection);
-                    return Ok((status, body));
-                }
-                // The engine closed a kept-alive connection (its idle timeout)
-                // before the request went out on it: send it on another.
-                Err(mut unsent) if reused && unsent.message().is_some() => {
-                    request = unsent.take_message().expect("checked just above");
-                }
-                Err(failed) => return Err(ApiError::Transport(failed.into_error().to_string())),
-            }
-        }
+        let mut connection = match self.checkout().await {
+            Some(idle) => idle,
+            None => self.connect().await?,
+        };
+        // Sent right after the connection was found ready, with no await
+        // between in this single-threaded runtime: if the engine closes it
+        // now, the request may have gone out, and is not sent twice.
+        let response = connection.send_request(request).await.map_err(|e| ApiError::Transport(e.to_string()))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| ApiError::Transport(format!("reading the reply: {e}")))?
+            .to_bytes();
+        self.idle.borrow_mut().push(connection);
+        Ok((status, body))
     }
 
-    /// An idle connection that is still open and ready for a request.
+    /// An idle connection that is still open and ready for a request; one
+    /// the engine closed while it was idle (its keep-alive timeout) is
+    /// dropped here.
     async fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
         loop {
             let mut connection = self.idle.borrow_mut().pop()?;
@@ -378,6 +374,7 @@ impl Pool {
         }
     }
 
+    /// A new connection to the engine, its task spawned on this thread.
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ApiError> {
         let failed = |e: &dyn std::fmt::Display| ApiError::Transport(format!("connecting to {}: {e}", self.addr));
         let stream = tokio::net::TcpStream::connect(self.addr).await.map_err(|e| failed(&e))?;
@@ -399,11 +396,14 @@ mod tests {
     #[test]
     fn only_loopback_targets_are_accepted() {
         let t = Target::parse("http://127.0.0.1:8080").unwrap();
-        assert_eq!(t, Target { origin: "http://127.0.0.1:8080".into(), port: 8080 });
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 8080));
+        assert_eq!(t, Target { origin: "http://127.0.0.1:8080".into(), port: 8080, addr });
         assert_eq!(Target::parse("http://127.0.0.1:8080/v1/").unwrap().origin, "http://127.0.0.1:8080");
         assert_eq!(Target::parse("http://localhost:9").unwrap().origin, "http://127.0.0.1:9");
         assert_eq!(Target::parse("http://127.3.4.5:1").unwrap().port, 1);
-        assert!(Target::parse("http://[::1]:7").unwrap().is_v6());
+        let v6 = Target::parse("http://[::1]:7").unwrap();
+        assert!(v6.is_v6());
+        assert_eq!((v6.origin.as_str(), v6.addr), ("http://[::1]:7", SocketAddr::from((Ipv6Addr::LOCALHOST, 7))));
         for far in ["http://10.0.0.1:80", "http://192.168.1.2:80", "http://example.com:80", "http://0.0.0.0:80"] {
             assert!(matches!(Target::parse(far), Err(TargetError::NotLoopback(_))), "{far}");
         }
@@ -413,6 +413,7 @@ mod tests {
             "http://127.0.0.1",
             "http://127.0.0.1:80/x",
             "http://u@127.0.0.1:1",
+            "http://::1:8080",
         ] {
             assert!(matches!(Target::parse(bad), Err(TargetError::Malformed(_))), "{bad}");
         }
@@ -432,53 +433,71 @@ mod tests {
         assert_eq!(socket_command(route::ARRIVAL, "/inbound/messages", Some(json!({}))), None);
     }
 
-    /// A server on 127.0.0.1 that answers each connection's first request
-    /// with the next of `replies` (status line, JSON body) and then closes
-    /// it, as the engine closes a kept-alive connection left idle too long.
-    /// Hands back each request's head and body as received.
-    async fn closing_server(replies: Vec<(&'static str, &'static str)>) -> (Target, Rc<RefCell<Vec<String>>>) {
+    /// What a [`test_server`] saw: each request's head and body, and which
+    /// connection (counted from 0 in the order accepted) it came on.
+    type Received = Rc<RefCell<Vec<(usize, String)>>>;
+
+    /// A server on 127.0.0.1 that answers requests with `replies` in turn
+    /// (status line, JSON body), and past the last holds its connections
+    /// without answering. With `close_each`, it closes every connection
+    /// after its first reply, as the engine closes a kept-alive connection
+    /// left idle too long; without, it keeps each open for more.
+    async fn test_server(replies: Vec<(&'static str, &'static str)>, close_each: bool) -> (Target, Received) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let received = Rc::new(RefCell::new(Vec::new()));
+        let received: Received = Rc::new(RefCell::new(Vec::new()));
         let log = received.clone();
+        let replies = Rc::new(RefCell::new(replies.into_iter()));
         actix_rt::spawn(async move {
-            for (status, body) in replies {
+            for connection in 0.. {
                 let (mut stream, _) = listener.accept().await.unwrap();
-                let mut request = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let complete = |r: &[u8]| {
-                    let text = String::from_utf8_lossy(r);
-                    let Some((head, rest)) = text.split_once("\r\n\r\n") else { return false };
-                    let length = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length: "))
-                        .map_or(0, |n| n.parse::<usize>().unwrap());
-                    rest.len() >= length
-                };
-                while !complete(&request) {
-                    let n = stream.read(&mut chunk).await.unwrap();
-                    assert!(n > 0, "the client closed mid-request");
-                    request.extend_from_slice(&chunk[..n]);
-                }
-                log.borrow_mut().push(String::from_utf8(request).unwrap());
-                let reply = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                stream.write_all(reply.as_bytes()).await.unwrap();
+                let (log, replies) = (log.clone(), replies.clone());
+                actix_rt::spawn(async move {
+                    loop {
+                        let mut request = Vec::new();
+                        let mut chunk = [0u8; 4096];
+                        let complete = |r: &[u8]| {
+                            let text = String::from_utf8_lossy(r);
+                            let Some((head, rest)) = text.split_once("\r\n\r\n") else { return false };
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length: "))
+                                .map_or(0, |n| n.parse::<usize>().unwrap());
+                            rest.len() >= length
+                        };
+                        while !complete(&request) {
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return, // the client let go
+                                Ok(n) => request.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        log.borrow_mut().push((connection, String::from_utf8(request).unwrap()));
+                        let Some((status, body)) = replies.borrow_mut().next() else {
+                            std::future::pending::<()>().await;
+                            return;
+                        };
+                        let reply = format!(
+                            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        stream.write_all(reply.as_bytes()).await.unwrap();
+                        if close_each {
+                            return;
+                        }
+                    }
+                });
             }
         });
         (Target::parse(&format!("http://127.0.0.1:{port}")).unwrap(), received)
     }
 
+    const EMPTY_REPLY: (&str, &str) = ("200 OK", r#"{"events":[]}"#);
+
     #[actix_rt::test]
     async fn a_connection_the_engine_closed_is_replaced_and_each_request_carries_its_token_and_body() {
-        let (target, received) = closing_server(vec![
-            ("200 OK", r#"{"events":[]}"#),
-            ("409 Conflict", r#"{"error":"offer_not_open","message":"the offer timed out"}"#),
-        ])
-        .await;
+        let conflict = ("409 Conflict", r#"{"error":"offer_not_open","message":"the offer timed out"}"#);
+        let (target, received) = test_server(vec![EMPTY_REPLY, conflict], true).await;
         let api = Api::new(&target, 4, Duration::from_secs(5));
         let events = api.post::<()>("/offers/o-1/accept", "agent-token", None).await.unwrap();
         assert!(events.is_empty());
@@ -492,27 +511,47 @@ mod tests {
             other => panic!("expected the engine's 409, got {other:?}"),
         }
         let received = received.borrow();
-        assert_eq!(received.len(), 2, "one request on each connection");
-        assert!(received[0].starts_with("POST /v1/offers/o-1/accept HTTP/1.1\r\n"), "{}", received[0]);
-        assert!(received[0].contains("authorization: Bearer agent-token\r\n"), "{}", received[0]);
-        assert!(received[0].contains(&format!("host: 127.0.0.1:{}\r\n", target.port)), "{}", received[0]);
-        assert!(received[1].contains("authorization: Bearer other-token\r\n"), "{}", received[1]);
-        assert!(received[1].ends_with("\r\n\r\n{\"note\":1}"), "{}", received[1]);
+        assert_eq!(received.iter().map(|(connection, _)| *connection).collect::<Vec<_>>(), [0, 1]);
+        let (first, second) = (&received[0].1, &received[1].1);
+        assert!(first.starts_with("POST /v1/offers/o-1/accept HTTP/1.1\r\n"), "{first}");
+        assert!(first.contains("authorization: Bearer agent-token\r\n"), "{first}");
+        assert!(first.contains(&format!("host: 127.0.0.1:{}\r\n", target.port)), "{first}");
+        assert!(!first.contains("content-type"), "no body, no content type: {first}");
+        assert!(second.contains("authorization: Bearer other-token\r\n"), "{second}");
+        assert!(second.contains("content-type: application/json\r\n"), "{second}");
+        assert!(second.ends_with("\r\n\r\n{\"note\":1}"), "{second}");
     }
 
     #[actix_rt::test]
-    async fn a_request_without_an_answer_times_out() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        // Accepts and holds the connection, never answering.
-        let held = actix_rt::spawn(async move { listener.accept().await });
-        let target = Target::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    async fn a_kept_alive_connection_serves_request_after_request() {
+        let (target, received) = test_server(vec![EMPTY_REPLY; 3], false).await;
+        let api = Api::new(&target, 4, Duration::from_secs(5));
+        for _ in 0..3 {
+            api.post::<()>("/agents/me/state", "t", None).await.unwrap();
+        }
+        let connections: Vec<usize> = received.borrow().iter().map(|(connection, _)| *connection).collect();
+        assert_eq!(connections, [0, 0, 0]);
+    }
+
+    #[actix_rt::test]
+    async fn a_request_times_out_waiting_for_a_connection_and_one_that_timed_out_is_not_reused() {
+        // Answers nothing: every request waits until its timeout.
+        let (target, received) = test_server(vec![], false).await;
         let api = Api::new(&target, 1, Duration::from_millis(200));
         let started = std::time::Instant::now();
-        let result = api.post::<()>("/agents/me/state", "t", None).await;
-        assert!(matches!(result, Err(ApiError::Timeout)), "{result:?}");
+        let (first, second) =
+            tokio::join!(api.post::<()>("/agents/me/state", "a", None), api.post::<()>("/agents/me/state", "b", None));
+        assert!(matches!(first, Err(ApiError::Timeout)), "{first:?}");
+        // The second waited for the only connection slot, within its own timeout.
+        assert!(matches!(second, Err(ApiError::Timeout)), "{second:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
-        drop(held);
+        assert_eq!(received.borrow().len(), 1, "only one request had a slot");
+        let third = api.post::<()>("/agents/me/state", "c", None).await;
+        assert!(matches!(third, Err(ApiError::Timeout)), "{third:?}");
+        let connections: Vec<usize> = received.borrow().iter().map(|(connection, _)| *connection).collect();
+        // (The second may have opened a connection before its time ran out.)
+        assert_eq!(connections.len(), 2, "{connections:?}");
+        assert_ne!(connections[1], 0, "the connection of a request that timed out is dropped, not reused");
     }
 
     #[test]

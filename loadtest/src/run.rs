@@ -598,9 +598,7 @@ pub fn summarise(
     cpu: CpuUse,
 ) -> Summary {
     let mut summary = Summary::new(&shape(options, agents), stats, unfinished, rss);
-    let round = |x: f64| (x * 100.0).round() / 100.0;
-    summary.engine_cpu_s = cpu.engine_s.map(round);
-    summary.loadtest_cpu_s = cpu.loadtest_s.map(round);
+    summary.set_cpu(cpu.engine_s, cpu.loadtest_s);
     summary
 }
 

@@ -209,6 +209,11 @@ pub struct Summary {
     pub engine_cpu_s: Option<f64>,
     /// CPU seconds the load generator used over the same time.
     pub loadtest_cpu_s: Option<f64>,
+    /// The engine's CPU per event counted, µs: what the work cost, apart
+    /// from whether the run kept up (a slower machine shows here).
+    pub engine_cpu_us_per_event: Option<f64>,
+    /// The load generator's CPU per event counted, µs.
+    pub loadtest_cpu_us_per_event: Option<f64>,
     /// Failures in all.
     pub errors: u64,
     /// Failures by kind.
@@ -275,11 +280,24 @@ impl Summary {
             engine_peak_rss_mb: engine_peak_rss.map(|bytes| round(bytes as f64 / 1_048_576.0)),
             engine_cpu_s: None,
             loadtest_cpu_s: None,
+            engine_cpu_us_per_event: None,
+            loadtest_cpu_us_per_event: None,
             errors: stats.error_count(),
             errors_by_kind: stats.errors.clone(),
             races: stats.races.clone(),
             routes: stats.routes.iter().map(|(route, l)| ((*route).to_owned(), l.summary())).collect(),
         }
+    }
+
+    /// Records the CPU seconds the engine and the load generator used over
+    /// the run, and what that is per event counted.
+    pub fn set_cpu(&mut self, engine_s: Option<f64>, loadtest_s: Option<f64>) {
+        let round = |x: f64| (x * 100.0).round() / 100.0;
+        let per_event = |s: f64| (self.events > 0).then(|| round(s * 1e6 / self.events as f64));
+        self.engine_cpu_us_per_event = engine_s.and_then(per_event);
+        self.loadtest_cpu_us_per_event = loadtest_s.and_then(per_event);
+        self.engine_cpu_s = engine_s.map(round);
+        self.loadtest_cpu_s = loadtest_s.map(round);
     }
 
     /// The report for people, without the JSON line.
@@ -355,12 +373,16 @@ impl Summary {
             let races: Vec<String> = self.races.iter().map(|(k, n)| format!("{k} {n}")).collect();
             let _ = writeln!(out, "races (refused as a real desktop would be, not errors): {}", races.join(", "));
         }
-        let cpu = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} s"));
+        let cpu = |s: Option<f64>, per_event: Option<f64>| match (s, per_event) {
+            (Some(s), Some(us)) => format!("{s:.1} s ({us:.1} µs an event)"),
+            (Some(s), None) => format!("{s:.1} s"),
+            _ => "-".to_owned(),
+        };
         let _ = writeln!(
             out,
             "CPU from the first arrival to the end: engine {}, load generator {}",
-            cpu(self.engine_cpu_s),
-            cpu(self.loadtest_cpu_s)
+            cpu(self.engine_cpu_s, self.engine_cpu_us_per_event),
+            cpu(self.loadtest_cpu_s, self.loadtest_cpu_us_per_event)
         );
         match self.engine_peak_rss_mb {
             Some(mb) => {
@@ -407,6 +429,19 @@ mod tests {
         assert!(latency.max_ms().unwrap() >= 599_000.0);
     }
 
+    /// A run of 11 s whose last 10 are measured.
+    fn ten_second_window() -> RunShape {
+        RunShape {
+            rate: 100.0,
+            duration: Duration::from_secs(11),
+            window: Duration::from_secs(10),
+            seed: 1,
+            agents: 5,
+            ws: false,
+            ws_commands: false,
+        }
+    }
+
     #[test]
     fn the_summary_rates_use_the_window_and_the_json_has_the_promised_keys() {
         let mut stats =
@@ -416,15 +451,7 @@ mod tests {
         stats.error("transport");
         stats.ack.record(Duration::from_millis(2));
         stats.route("accept", Duration::from_millis(2));
-        let shape = RunShape {
-            rate: 100.0,
-            duration: Duration::from_secs(11),
-            window: Duration::from_secs(10),
-            seed: 1,
-            agents: 5,
-            ws: false,
-            ws_commands: false,
-        };
+        let shape = ten_second_window();
         let summary = Summary::new(&shape, &stats, 3, Some(50 * 1_048_576));
         assert_eq!(summary.lifecycles_per_s, 100.0);
         assert_eq!(summary.events_per_s, 950.0);
@@ -451,5 +478,24 @@ mod tests {
         let text = summary.render_text();
         assert!(text.contains("errors: 3"), "{text}");
         assert!(text.contains("accept"), "{text}");
+    }
+
+    #[test]
+    fn cpu_is_also_given_per_event_counted() {
+        let mut stats = Stats { events: 400_000, ..Stats::default() };
+        let shape = ten_second_window();
+        let mut summary = Summary::new(&shape, &stats, 0, None);
+        summary.set_cpu(Some(14.0), Some(6.123));
+        assert_eq!((summary.engine_cpu_s, summary.loadtest_cpu_s), (Some(14.0), Some(6.12)));
+        assert_eq!(summary.engine_cpu_us_per_event, Some(35.0));
+        assert_eq!(summary.loadtest_cpu_us_per_event, Some(15.31));
+        assert!(summary.render_text().contains("engine 14.0 s (35.0 µs an event)"), "{}", summary.render_text());
+        // Unknown CPU, or no events, leaves the figures out rather than dividing by zero.
+        summary.set_cpu(None, Some(1.0));
+        assert_eq!(summary.engine_cpu_us_per_event, None);
+        stats.events = 0;
+        let mut empty = Summary::new(&shape, &stats, 0, None);
+        empty.set_cpu(Some(1.0), Some(1.0));
+        assert_eq!((empty.engine_cpu_s, empty.engine_cpu_us_per_event), (Some(1.0), None));
     }
 }
