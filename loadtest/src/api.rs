@@ -88,13 +88,9 @@ pub enum TargetError {
     NotLoopback(String),
 }
 
-/// A validated target: `http://` + a loopback host + a port.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validated target: a loopback address and port, reached over `http://`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
-    /// `http://HOST:PORT`, without a trailing slash; an IPv6 host in brackets.
-    pub origin: String,
-    /// The port, for finding the engine's process.
-    pub port: u16,
     /// The address to connect to.
     pub addr: SocketAddr,
 }
@@ -123,8 +119,17 @@ impl Target {
                 _ => return Err(TargetError::NotLoopback(host.to_owned())),
             },
         };
-        let addr = SocketAddr::new(ip, port);
-        Ok(Self { origin: format!("http://{addr}"), port, addr })
+        Ok(Self { addr: SocketAddr::new(ip, port) })
+    }
+
+    /// `http://HOST:PORT`, without a trailing slash; an IPv6 host in brackets.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The port, for finding the engine's process.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
     }
 
     /// Whether the target is the IPv6 loopback.
@@ -223,14 +228,14 @@ impl Api {
             .timeout(timeout)
             .disable_redirects()
             .finish();
-        let host = HeaderValue::from_str(&target.origin["http://".len()..]).expect("a parsed target is a valid Host");
+        let host = HeaderValue::from_str(&target.addr.to_string()).expect("an address is a valid Host");
         let pool = Pool {
             addr: target.addr,
             host,
             slots: tokio::sync::Semaphore::new(connections.max(1)),
             idle: RefCell::new(Vec::new()),
         };
-        Self { pool: Rc::new(pool), ws_client, base: Rc::from(format!("{}/v1", target.origin)), timeout }
+        Self { pool: Rc::new(pool), ws_client, base: Rc::from(format!("{}/v1", target.origin())), timeout }
     }
 
     /// POSTs `body` (JSON, or nothing) to `/v1{path}` with `token`, and
@@ -397,13 +402,13 @@ mod tests {
     fn only_loopback_targets_are_accepted() {
         let t = Target::parse("http://127.0.0.1:8080").unwrap();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 8080));
-        assert_eq!(t, Target { origin: "http://127.0.0.1:8080".into(), port: 8080, addr });
-        assert_eq!(Target::parse("http://127.0.0.1:8080/v1/").unwrap().origin, "http://127.0.0.1:8080");
-        assert_eq!(Target::parse("http://localhost:9").unwrap().origin, "http://127.0.0.1:9");
-        assert_eq!(Target::parse("http://127.3.4.5:1").unwrap().port, 1);
+        assert_eq!((t.origin().as_str(), t.port(), t.addr), ("http://127.0.0.1:8080", 8080, addr));
+        assert_eq!(Target::parse("http://127.0.0.1:8080/v1/").unwrap().origin(), "http://127.0.0.1:8080");
+        assert_eq!(Target::parse("http://localhost:9").unwrap().origin(), "http://127.0.0.1:9");
+        assert_eq!(Target::parse("http://127.3.4.5:1").unwrap().port(), 1);
         let v6 = Target::parse("http://[::1]:7").unwrap();
         assert!(v6.is_v6());
-        assert_eq!((v6.origin.as_str(), v6.addr), ("http://[::1]:7", SocketAddr::from((Ipv6Addr::LOCALHOST, 7))));
+        assert_eq!((v6.origin().as_str(), v6.addr), ("http://[::1]:7", SocketAddr::from((Ipv6Addr::LOCALHOST, 7))));
         for far in ["http://10.0.0.1:80", "http://192.168.1.2:80", "http://example.com:80", "http://0.0.0.0:80"] {
             assert!(matches!(Target::parse(far), Err(TargetError::NotLoopback(_))), "{far}");
         }
@@ -515,7 +520,7 @@ mod tests {
         let (first, second) = (&received[0].1, &received[1].1);
         assert!(first.starts_with("POST /v1/offers/o-1/accept HTTP/1.1\r\n"), "{first}");
         assert!(first.contains("authorization: Bearer agent-token\r\n"), "{first}");
-        assert!(first.contains(&format!("host: 127.0.0.1:{}\r\n", target.port)), "{first}");
+        assert!(first.contains(&format!("host: 127.0.0.1:{}\r\n", target.port())), "{first}");
         assert!(!first.contains("content-type"), "no body, no content type: {first}");
         assert!(second.contains("authorization: Bearer other-token\r\n"), "{second}");
         assert!(second.contains("content-type: application/json\r\n"), "{second}");

@@ -242,7 +242,7 @@ fn load(args: RunArgs) -> Result<()> {
     }
     let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
     let options = RunOptions {
-        target: target.clone(),
+        target,
         rate: args.rate,
         duration,
         warmup,
@@ -266,11 +266,11 @@ fn load(args: RunArgs) -> Result<()> {
         progress: !args.quiet,
     };
     let agents = options.agents.min(roster.agents.len());
-    let engine_pid = args.engine_pid.or_else(|| procfs::find_listener_pid(target.port));
+    let engine_pid = args.engine_pid.or_else(|| procfs::find_listener_pid(target.port()));
     if engine_pid.is_none() {
         eprintln!(
             "note: no process found listening on port {}; give --engine-pid for the engine's peak RSS",
-            target.port
+            target.port()
         );
     }
     let system = actix_rt::System::new();
