@@ -11,7 +11,7 @@ use std::time::Duration;
 use actix::{Actor, Addr, Arbiter};
 use switchboard_domain::{Command, DomainState, Envelope};
 use switchboard_journal::{Appender, EmbeddedJournal, GroupCommitter, JournalError};
-use tokio::sync::{broadcast, mpsc as tokio_mpsc};
+use tokio::sync::broadcast;
 
 use crate::error::{EngineError, Outage, SubmitError};
 use crate::recovery::{recover, Recovered, RecoveryReport};
@@ -19,7 +19,7 @@ use crate::shard::{
     is_configuration, DomainEntry, Mode, Pending, ShardActor, Snapshots, StartTimers, States, Stop, Submit,
 };
 use crate::snapshot::{self, ToSnapshots};
-use crate::timer::run_timers;
+use crate::timer::{run_timers, Armed};
 use crate::writer::{self, Outlets};
 use crate::Published;
 
@@ -147,7 +147,7 @@ fn spawn_shard(
 ) -> (Shard, JoinHandle<()>) {
     let options = shared.options;
     let (jobs, job_queue) = mpsc::channel();
-    let (timers, timer_queue) = tokio_mpsc::unbounded_channel();
+    let timers = Arc::new(Armed::default());
     let failed = Arc::new(OnceLock::new());
     let outlets = Outlets {
         appender,
@@ -165,14 +165,14 @@ fn spawn_shard(
         sender,
         since: 0,
     });
-    let actor = ShardActor::new(domains, options.idempotency_window, jobs, timers, failed.clone(), snapshots);
+    let actor = ShardActor::new(domains, options.idempotency_window, jobs, timers.clone(), failed.clone(), snapshots);
     let arbiter = Arbiter::new();
     let capacity = options.mailbox_capacity;
     let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
         ctx.set_mailbox_capacity(capacity);
         actor
     });
-    shared.timer_arbiter.spawn(run_timers(timer_queue, addr.clone()));
+    shared.timer_arbiter.spawn(run_timers(timers, addr.clone().recipient()));
     (Shard { addr, arbiter, failed }, writer)
 }
 
@@ -541,10 +541,10 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn a_timer_that_is_no_longer_live_is_dropped_by_the_shard_and_a_live_one_is_carried_out() {
+    async fn timers_fired_together_are_each_carried_out_and_one_no_longer_live_changes_nothing() {
+        use crate::shard::Fire;
         use crate::timer::{Due, Timer};
         use switchboard_domain::testing::{agent, available, customer_message, offered, webchat_queue};
-        use switchboard_proto::v1::envelope::Event;
         let in_d = |command_id: &str, command: C| Command {
             command_id: command_id.into(),
             domain: "d".into(),
@@ -572,15 +572,29 @@ mod tests {
         Submit::hand_over(&shard.addr, in_d("accept", accept), Mode::Normal).await.await.unwrap().unwrap();
         let message = customer_message("c2", "sales", "m2");
         let events = Submit::hand_over(&shard.addr, in_d("m2", message), Mode::Normal).await.await.unwrap().unwrap();
-        let open = offered(&events).expect("c2 offered to a1");
+        let open = offered(&events).expect("c2 offered to a1").clone();
 
-        // when the answered offer's deadline fires, then the shard drops it undecided: no answer comes
-        let dropped = Submit::fire(&shard.addr, expire(answered), crate::now_ms()).await;
-        assert!(dropped.await.is_err(), "a timer that decides to nothing is not decided");
+        let before = read_shard(&shard.addr, None, |states| states[0].1.clone()).await.unwrap();
 
-        // when the open offer's deadline fires, then it is carried out
-        let fired = Submit::fire(&shard.addr, expire(open), crate::now_ms()).await.await.unwrap().unwrap();
-        assert!(fired.iter().any(|e| matches!(e.event, Some(Event::OfferTimedOut(_)))), "{fired:?}");
+        // when both offers' deadlines fire together
+        let now_ms = open.deadline_ms.max(answered.deadline_ms);
+        shard.addr.send(Fire { due: vec![expire(answered), expire(&open)], now_ms }).await.unwrap();
+
+        // then the open offer timed out (the agent in RONA), and what was written is what
+        // carrying out that timer alone writes: the answered offer's timer changed nothing
+        let open_id = open.offer_id.clone();
+        let (after, timed_out, rona, still_held) = read_shard(&shard.addr, None, move |states| {
+            let state = states[0].1;
+            let a1 = &state.agents["a1"];
+            let timed_out = !state.offers.contains_key(&open_id);
+            (state.last_sequence, timed_out, a1.status == AgentStatus::Rona, a1.holdings.contains_key("c1"))
+        })
+        .await
+        .unwrap();
+        assert!(timed_out && rona && still_held, "timed out {timed_out}, RONA {rona}, c1 held {still_held}");
+        let alone = before.clone().execute(&expire(&open).command(now_ms)).unwrap();
+        assert!(alone.iter().any(|e| matches!(e.event, Some(envelope::Event::OfferTimedOut(_)))));
+        assert_eq!(after - before.last_sequence, alone.len() as u64);
     }
 
     #[actix_rt::test]

@@ -15,11 +15,11 @@ use actix::{Actor, Addr, Context, Handler, Message, MessageResult};
 use switchboard_domain::{Command, DomainState, Envelope, Rejection, Violation};
 use switchboard_journal::JournalError;
 use switchboard_proto::v1::command::Command as C;
-use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::{Outage, SubmitError};
 use crate::snapshot::{LoadedDomain, ToSnapshots};
-use crate::timer::{timers_for, timers_from_state, Due};
+use crate::timer::{timers_for, timers_from_state, Armed, Due};
 use crate::writer::Job;
 
 /// A routing domain as its owner (a shard, or a Kafka partition's worker)
@@ -147,9 +147,6 @@ pub(crate) struct Submit {
     pub(crate) command: Command,
     pub(crate) mode: Mode,
     reply: oneshot::Sender<Result<Vec<Arc<Envelope>>, SubmitError>>,
-    /// For a timer's command, the timer: the command is dropped undecided
-    /// if the timer is no longer live when the shard takes it.
-    timer: Option<Due>,
 }
 
 impl Message for Submit {
@@ -165,27 +162,8 @@ impl Submit {
         command: Command,
         mode: Mode,
     ) -> Pending<Vec<Arc<Envelope>>> {
-        Submit::send(shard, command, mode, None).await
-    }
-
-    /// Hands the command of `due`, fired `now_ms`, to `shard`, as
-    /// [`Submit::hand_over`] does. A timer that is no longer live (its offer
-    /// answered, its wrap-up submitted) decides to nothing, so the shard
-    /// drops it instead of deciding it and writing a barrier for it; its
-    /// answer's channel then reports it gone. Every accepted offer leaves
-    /// such a timer behind.
-    pub(crate) async fn fire(shard: &Addr<ShardActor>, due: Due, now_ms: i64) -> Pending<Vec<Arc<Envelope>>> {
-        Submit::send(shard, due.command(now_ms), Mode::Normal, Some(due)).await
-    }
-
-    async fn send(
-        shard: &Addr<ShardActor>,
-        command: Command,
-        mode: Mode,
-        timer: Option<Due>,
-    ) -> Pending<Vec<Arc<Envelope>>> {
         let (reply, pending) = oneshot::channel();
-        if let Err(SendError::Full(submit)) = shard.try_send(Submit { command, mode, reply, timer }) {
+        if let Err(SendError::Full(submit)) = shard.try_send(Submit { command, mode, reply }) {
             // `send` queues it behind the full mailbox and waits until the
             // shard has handled it, which holds the caller back. On this
             // path alone a caller that goes away (a client disconnecting)
@@ -195,6 +173,21 @@ impl Submit {
         }
         pending
     }
+}
+
+/// Carry out the timers that fell due `now_ms` (from
+/// [`crate::timer::run_timers`]): each that is still live is decided as its
+/// command; the others decide to nothing (their offer answered, their
+/// wrap-up submitted: every accepted offer leaves one behind) and are
+/// dropped undecided. Nobody waits for the outcome: the events are published
+/// like any others, and a refusal is only logged.
+pub(crate) struct Fire {
+    pub(crate) due: Vec<Due>,
+    pub(crate) now_ms: i64,
+}
+
+impl Message for Fire {
+    type Result = ();
 }
 
 /// What a read takes from the chosen states, on the shard's thread, so
@@ -243,7 +236,7 @@ pub(crate) struct ShardActor {
     window: usize,
     /// `None` once stopping: dropping it lets the writer finish and exit.
     writer: Option<mpsc::Sender<Job>>,
-    timers: tokio_mpsc::UnboundedSender<Due>,
+    timers: Arc<Armed>,
     failed: Arc<OnceLock<JournalError>>,
     /// `None` when snapshots are disabled.
     snapshots: Option<Snapshots>,
@@ -266,7 +259,7 @@ impl ShardActor {
         domains: BTreeMap<String, DomainEntry>,
         window: usize,
         writer: mpsc::Sender<Job>,
-        timers: tokio_mpsc::UnboundedSender<Due>,
+        timers: Arc<Armed>,
         failed: Arc<OnceLock<JournalError>>,
         snapshots: Option<Snapshots>,
     ) -> ShardActor {
@@ -323,6 +316,34 @@ impl ShardActor {
             // The writer is gone (it panicked): nothing decided from now on could be made durable.
             let _ = self.failed.set(JournalError::CommitterStopped);
             (unsent.0.done)(Err(JournalError::CommitterStopped));
+        }
+    }
+
+    /// Decides `command` and hands its events to the writer; `answer` gets
+    /// the outcome once they are durable (or why they cannot be).
+    fn carry_out(
+        &mut self,
+        command: Command,
+        mode: Mode,
+        answer: impl FnOnce(Result<Vec<Arc<Envelope>>, SubmitError>) + Send + 'static,
+    ) {
+        match self.decide(command, mode) {
+            Err(outage) => answer(Err(SubmitError::Unavailable(outage))),
+            Ok(Decision { events, timers, answer: outcome }) => {
+                let count = events.len();
+                self.write(Job {
+                    events,
+                    timers,
+                    done: Box::new(move |written| {
+                        answer(match written {
+                            Err(e) => Err(SubmitError::Unavailable(Outage::JournalFailed(e))),
+                            Ok(_) => outcome.map_err(SubmitError::Rejected),
+                        });
+                    }),
+                });
+                // After the job: the snapshot's barrier must follow the events it holds.
+                self.decided(count);
+            }
         }
     }
 
@@ -459,32 +480,27 @@ impl Handler<Submit> for ShardActor {
     type Result = ();
 
     fn handle(&mut self, msg: Submit, _: &mut Context<Self>) -> Self::Result {
-        if let Some(timer) = &msg.timer {
-            if self.domains.get(&timer.domain).is_some_and(|entry| !timer.is_live(&entry.state)) {
-                return;
-            }
-        }
         let reply = msg.reply;
-        match self.decide(msg.command, msg.mode) {
-            Err(outage) => {
-                let _ = reply.send(Err(SubmitError::Unavailable(outage)));
+        self.carry_out(msg.command, msg.mode, move |result| {
+            let _ = reply.send(result);
+        });
+    }
+}
+
+impl Handler<Fire> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Fire, _: &mut Context<Self>) -> Self::Result {
+        for due in msg.due {
+            if self.domains.get(&due.domain).is_some_and(|entry| !due.is_live(&entry.state)) {
+                continue;
             }
-            Ok(Decision { events, timers, answer }) => {
-                let count = events.len();
-                self.write(Job {
-                    events,
-                    timers,
-                    done: Box::new(move |written| {
-                        let result = match written {
-                            Err(e) => Err(SubmitError::Unavailable(Outage::JournalFailed(e))),
-                            Ok(_) => answer.map_err(SubmitError::Rejected),
-                        };
-                        let _ = reply.send(result);
-                    }),
-                });
-                // After the job: the snapshot's barrier must follow the events it holds.
-                self.decided(count);
-            }
+            let command = due.command(msg.now_ms);
+            self.carry_out(command, Mode::Normal, move |result| {
+                if let Err(e) = result {
+                    tracing::debug!(?due, error = %e, "timer command produced nothing");
+                }
+            });
         }
     }
 }
@@ -529,15 +545,17 @@ impl Handler<StartTimers> for ShardActor {
 
     fn handle(&mut self, msg: StartTimers, _: &mut Context<Self>) -> Vec<Command> {
         let mut overdue = Vec::new();
+        let mut later = Vec::new();
         for entry in self.domains.values().filter(|entry| entry.broken.is_none()) {
             for due in timers_from_state(&entry.state) {
                 if due.deadline_ms <= msg.now_ms {
                     overdue.push(due.command(msg.now_ms));
                 } else {
-                    let _ = self.timers.send(due);
+                    later.push(due);
                 }
             }
         }
+        self.timers.arm(later);
         overdue
     }
 }

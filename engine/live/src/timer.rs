@@ -2,23 +2,25 @@
 //!
 //! They run as a task on a thread of their own, not on the shard's arbiter:
 //! actix drains an actor's whole mailbox before anything else on its thread
-//! runs, so a busy shard would hold its own timers back. A timer that fires
-//! submits an ordinary command through the shard's mailbox, decided against
-//! the state of that moment (a no-op if the offer was accepted meanwhile).
+//! runs, so a busy shard would hold its own timers back. Timers that fall
+//! due go to the shard's mailbox together, and each is decided there as an
+//! ordinary command against the state of that moment, or dropped if it can
+//! no longer change anything (its offer was accepted meanwhile).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use actix::Addr;
+use actix::dev::SendError;
+use actix::Recipient;
 use switchboard_domain::state::Role;
 use switchboard_domain::{Command, DomainState, Envelope};
 use switchboard_proto::v1::command::Command as C;
 use switchboard_proto::v1::envelope::Event;
 use switchboard_proto::v1::{AutoWrapUp, ExpireOffer};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
-use crate::shard::{ShardActor, Submit};
+use crate::shard::Fire;
 
 /// Something due at a time. Ordered by time first, so a set of them is the
 /// timer queue, and arming the same thing twice keeps one.
@@ -156,46 +158,105 @@ fn auto_wrap_up(
     })
 }
 
-/// One shard's timer queue: takes armed timers from `arms` and submits each
-/// to `shard` when due. Ends when every sender of `arms` is gone (the shard
-/// and its writer stopped) or when its arbiter stops.
-pub(crate) async fn run_timers(mut arms: mpsc::UnboundedReceiver<Due>, shard: Addr<ShardActor>) {
-    let mut queue: BTreeSet<Due> = BTreeSet::new();
+/// How late a timer may fire: the timers falling due within one step fire
+/// together, so the timer thread wakes at most once a step however many
+/// offers are out. Offer timeouts and wrap-up delays are seconds; at 2,000
+/// offers a second, a wake-up (and a message to the shard) for each had the
+/// timer thread and the shard woken ~4,000 more times a second.
+pub(crate) const TIMER_STEP_MS: i64 = 10;
+
+/// One shard's armed timers: armed by its writer once the events calling
+/// for them are durable (and by its actor at start), fired by [`run_timers`].
+#[derive(Default)]
+pub(crate) struct Armed {
+    queue: Mutex<BTreeSet<Due>>,
+    /// Notified when a timer is armed earlier than every other, which may be
+    /// before the firing task means to wake. Arming a later one (nearly
+    /// always: an offer's deadline comes after those already out) wakes
+    /// nobody.
+    earlier: Notify,
+}
+
+impl Armed {
+    /// Arms `dues`; arming one already armed keeps one.
+    pub(crate) fn arm(&self, dues: impl IntoIterator<Item = Due>) {
+        let mut queue = self.queue();
+        let before = queue.first().map(|due| due.deadline_ms);
+        queue.extend(dues);
+        let after = queue.first().map(|due| due.deadline_ms);
+        drop(queue);
+        if after.is_some() && (before.is_none() || after < before) {
+            self.earlier.notify_one();
+        }
+    }
+
+    /// The earliest deadline armed.
+    fn next_deadline(&self) -> Option<i64> {
+        self.queue().first().map(|due| due.deadline_ms)
+    }
+
+    /// Takes every timer due by `now_ms`, earliest first.
+    fn take_due(&self, now_ms: i64) -> Vec<Due> {
+        let mut queue = self.queue();
+        let mut due = Vec::new();
+        while queue.first().is_some_and(|first| first.deadline_ms <= now_ms) {
+            due.extend(queue.pop_first());
+        }
+        due
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, BTreeSet<Due>> {
+        // A panic while holding the lock leaves the set itself whole.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// When to wake for a deadline: the end of its [`TIMER_STEP_MS`] step.
+fn wake_at(deadline_ms: i64) -> i64 {
+    deadline_ms.div_euclid(TIMER_STEP_MS).saturating_add(1).saturating_mul(TIMER_STEP_MS)
+}
+
+/// One shard's timer task: sleeps until the end of the step of the earliest
+/// armed deadline (or until an earlier one is armed), then hands the shard
+/// every timer due by then in one [`Fire`]. Ends when the shard stops or
+/// when its arbiter does.
+pub(crate) async fn run_timers(armed: Arc<Armed>, shard: Recipient<Fire>) {
     loop {
-        let next = queue.first().map(|due| due.deadline_ms);
-        let wait = async move {
-            match next {
-                Some(deadline_ms) => {
-                    let ms = u64::try_from(deadline_ms.saturating_sub(crate::now_ms())).unwrap_or(0);
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                }
-                None => std::future::pending().await,
+        let wait = match armed.next_deadline() {
+            Some(deadline_ms) => {
+                let ms = u64::try_from(wake_at(deadline_ms).saturating_sub(crate::now_ms())).unwrap_or(0);
+                Duration::from_millis(ms)
             }
+            None => Duration::MAX,
         };
         tokio::select! {
-            armed = arms.recv() => match armed {
-                Some(due) => {
-                    queue.insert(due);
-                }
-                None => return,
-            },
-            () = wait => {
-                let now = crate::now_ms();
-                while queue.first().is_some_and(|due| due.deadline_ms <= now) {
-                    let due = queue.pop_first().expect("checked above");
-                    if !shard.connected() {
-                        return; // The shard stopped.
-                    }
-                    let pending = Submit::fire(&shard, due.clone(), now).await;
-                    // The reply comes after the append; the queue must not wait for it.
-                    actix::spawn(async move {
-                        if let Ok(Err(e)) = pending.await {
-                            tracing::debug!(?due, error = %e, "timer command produced nothing");
-                        }
-                    });
+            () = armed.earlier.notified() => continue,
+            () = sleep(wait) => {}
+        }
+        let now_ms = crate::now_ms();
+        let due = armed.take_due(now_ms);
+        if due.is_empty() {
+            continue;
+        }
+        match shard.try_send(Fire { due, now_ms }) {
+            Ok(()) => {}
+            // Queued behind the full mailbox; the next timers wait for room, as commands do.
+            Err(SendError::Full(fire)) => {
+                if shard.send(fire).await.is_err() {
+                    return;
                 }
             }
+            Err(SendError::Closed(_)) => return, // The shard stopped.
         }
+    }
+}
+
+/// Sleeps `wait`; `Duration::MAX` sleeps until cancelled.
+async fn sleep(wait: Duration) {
+    if wait == Duration::MAX {
+        std::future::pending().await
+    } else {
+        tokio::time::sleep(wait).await
     }
 }
 
@@ -299,5 +360,83 @@ mod tests {
         let events: Vec<_> = events.into_iter().map(Arc::new).collect();
         let armed = timers_for(&events, &state);
         assert_eq!(armed.iter().map(|d| d.deadline_ms).collect::<Vec<_>>(), vec![24_000]);
+    }
+    fn expiry(deadline_ms: i64, offer_id: &str) -> Due {
+        Due { deadline_ms, domain: "d".into(), what: Timer::ExpireOffer { offer_id: offer_id.into() } }
+    }
+
+    fn offer_ids(due: &[Due]) -> Vec<&str> {
+        due.iter()
+            .map(|due| match &due.what {
+                Timer::ExpireOffer { offer_id } => offer_id.as_str(),
+                Timer::AutoWrapUp { .. } => "wrap-up",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn timers_are_taken_when_due_earliest_first_and_each_step_ends_after_its_deadlines() {
+        let armed = Armed::default();
+        armed.arm([expiry(30, "c"), expiry(10, "a"), expiry(20, "b"), expiry(10, "a")]);
+        assert_eq!(armed.next_deadline(), Some(10));
+        assert!(armed.take_due(9).is_empty());
+        assert_eq!(offer_ids(&armed.take_due(20)), ["a", "b"]);
+        assert_eq!(offer_ids(&armed.take_due(1_000)), ["c"]);
+        assert_eq!(armed.next_deadline(), None);
+        // every deadline of a step wakes at its end, after all of them
+        assert_eq!(wake_at(0), TIMER_STEP_MS);
+        assert_eq!(wake_at(TIMER_STEP_MS - 1), TIMER_STEP_MS);
+        assert_eq!(wake_at(TIMER_STEP_MS), 2 * TIMER_STEP_MS);
+    }
+
+    #[actix_rt::test]
+    async fn only_a_timer_armed_earlier_than_all_others_wakes_the_firing_task() {
+        async fn woken(armed: &Armed) -> bool {
+            tokio::time::timeout(Duration::from_millis(50), armed.earlier.notified()).await.is_ok()
+        }
+        let armed = Armed::default();
+        armed.arm([expiry(1_000, "first")]);
+        assert!(woken(&armed).await, "the first timer armed");
+        armed.arm([expiry(2_000, "later")]);
+        assert!(!woken(&armed).await, "a later timer");
+        armed.arm([expiry(500, "earlier")]);
+        assert!(woken(&armed).await, "an earlier timer");
+    }
+
+    /// Stands for the shard: hands on what it is told to fire.
+    struct Collector(tokio::sync::mpsc::UnboundedSender<Fire>);
+
+    impl actix::Actor for Collector {
+        type Context = actix::Context<Self>;
+    }
+
+    impl actix::Handler<Fire> for Collector {
+        type Result = ();
+        fn handle(&mut self, fire: Fire, _: &mut actix::Context<Self>) {
+            let _ = self.0.send(fire);
+        }
+    }
+
+    #[actix_rt::test]
+    async fn timers_due_in_one_step_fire_together_even_when_armed_while_the_task_sleeps_for_a_later_one() {
+        use actix::Actor;
+        let (sender, mut fired) = tokio::sync::mpsc::unbounded_channel();
+        let shard = Collector(sender).start().recipient();
+        let armed = Arc::new(Armed::default());
+        let now = crate::now_ms();
+        // given the task asleep until a timer a minute away
+        armed.arm([expiry(now + 60_000, "late")]);
+        actix_rt::spawn(run_timers(armed.clone(), shard));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+
+        // when two timers are armed that fall due within one step, soon
+        let step = (now + 200).div_euclid(TIMER_STEP_MS) * TIMER_STEP_MS;
+        armed.arm([expiry(step + TIMER_STEP_MS - 1, "b"), expiry(step + 1, "a")]);
+
+        // then they are fired together, not before they are due, and the late one stays armed
+        let fire = tokio::time::timeout(Duration::from_secs(5), fired.recv()).await.expect("fired").unwrap();
+        assert_eq!(offer_ids(&fire.due), ["a", "b"]);
+        assert!(fire.now_ms >= step + TIMER_STEP_MS - 1, "fired at {} for {}", fire.now_ms, step + TIMER_STEP_MS - 1);
+        assert_eq!(armed.next_deadline(), Some(now + 60_000));
     }
 }

@@ -17,10 +17,10 @@ use std::time::Duration;
 use prost::Message;
 use switchboard_domain::Envelope;
 use switchboard_journal::{Appender, JournalError};
-use tokio::sync::{broadcast, mpsc as tokio_mpsc};
+use tokio::sync::broadcast;
 
 use crate::snapshot::ToSnapshots;
-use crate::timer::Due;
+use crate::timer::{Armed, Due};
 use crate::Published;
 
 /// Called once the job's events are durable (`Ok`) or cannot be (`Err`).
@@ -47,7 +47,7 @@ const MAX_GROUP_BYTES: usize = 8 << 20;
 pub(crate) struct Outlets {
     pub(crate) appender: Appender,
     pub(crate) subscribers: broadcast::Sender<Published>,
-    pub(crate) timers: tokio_mpsc::UnboundedSender<Due>,
+    pub(crate) timers: Arc<Armed>,
     /// Set on the first failed append; read by the actor, which then stops
     /// deciding (its memory is ahead of the log).
     pub(crate) failed: Arc<OnceLock<JournalError>>,
@@ -126,17 +126,15 @@ fn write_loop(jobs: &mpsc::Receiver<Job>, outlets: &Outlets) {
             // No receiver is fine: nobody is listening yet.
             let _ = outlets.subscribers.send(events);
         }
+        if written.is_ok() {
+            // Before any job completes, as its caller may count on the deadline.
+            outlets.timers.arm(group.iter_mut().flat_map(|job| std::mem::take(&mut job.timers)));
+        }
         let mut covered = written.clone().map(|first| covered(&outlets.durable_end, first, count));
         for job in group {
-            let done = job.done;
             let events = job.events.len() as u64;
             let this = covered.as_mut().map(|c| c.after(events));
-            if this.is_ok() {
-                for due in job.timers {
-                    let _ = outlets.timers.send(due);
-                }
-            }
-            done(this.map_err(|e| e.clone()));
+            (job.done)(this.map_err(|e| e.clone()));
         }
         queued = jobs.try_recv().ok();
     }
@@ -210,7 +208,7 @@ mod tests {
             let outlets = Outlets {
                 appender: committer.appender(),
                 subscribers,
-                timers: tokio_mpsc::unbounded_channel().0,
+                timers: Arc::default(),
                 failed: Arc::new(OnceLock::new()),
                 durable_end: Arc::new(AtomicU64::new(0)),
                 snapshots: Some((0, snapshots)),
