@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,8 @@ use crate::Published;
 
 /// The subdirectory of the data directory that holds the snapshots.
 pub(crate) const DIR: &str = "snapshots";
+/// How long the thread pauses after each round of messages.
+const GATHER: Duration = Duration::from_millis(10);
 /// Snapshots kept per shard: the newest, and one to fall back on if it is damaged.
 pub(crate) const KEEP: usize = 2;
 const MAGIC: &[u8; 8] = b"SWBSNAP1";
@@ -727,6 +729,11 @@ fn snapshot_loop(mut settings: Settings, receiver: &mpsc::Receiver<ToSnapshots>,
                 addr.do_send(TakeSnapshot);
             }
         }
+        // Nothing above is urgent: between snapshots the replica only queues
+        // the durable events. Pausing lets the next round take the appends of
+        // that time in one wake-up instead of one each (~1,000 a second at
+        // 2000 lifecycles/s, each also a futex call of the writer's).
+        thread::sleep(GATHER);
     }
 }
 
