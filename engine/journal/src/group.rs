@@ -4,14 +4,22 @@
 //! many callers append at once the cheapest durable path is to let them queue
 //! while the previous fsync runs and then write everything queued in one go.
 //!
+//! There is no thread of its own: the caller that finds nobody writing
+//! becomes the leader, writes everything queued (its own batch and whatever
+//! queued meanwhile), and hands each waiting caller its result; callers that
+//! arrive while it writes queue up for the next leader. A lone caller (one
+//! busy shard) so writes and syncs on its own thread, where a committer
+//! thread cost two thread switches for every append: handing the batch over
+//! and waking the caller with the result.
+//!
 //! The group is written as **one** journal batch, so it is atomic as a whole:
 //! after a crash a reopen finds all of it or none of it. That keeps each
 //! caller's batch atomic too (it lies entirely inside the group), and costs
 //! nothing, since none of the group's callers has been answered before its
 //! fsync returns.
 
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use crate::{Journal, JournalError};
 
@@ -21,62 +29,91 @@ const MAX_GROUP_BYTES: usize = 16 << 20;
 
 type Reply = Result<u64, JournalError>;
 
-enum Message {
-    Append(Request),
-    /// Sent by shutdown/drop: finish what came before, then exit.
-    Stop,
-}
-
-struct Request {
-    records: Vec<Vec<u8>>,
-    reply: mpsc::SyncSender<Reply>,
-}
-
-/// Owns a journal on a dedicated thread and appends for many callers.
+/// Shares one journal among many threads, each append durable before it
+/// returns, appends that overlap sharing one write and one fsync.
 ///
-/// Dropping it (or [`shutdown`](Self::shutdown)) lets the thread finish
-/// the appends already queued and waits for it; appends through a surviving
-/// [`Appender`] then fail with [`JournalError::CommitterStopped`].
+/// [`shutdown`](Self::shutdown) waits for the appends under way, then returns
+/// the journal; appends through a surviving [`Appender`] then fail with
+/// [`JournalError::CommitterStopped`].
 pub struct GroupCommitter<J> {
-    sender: mpsc::Sender<Message>,
-    thread: Option<JoinHandle<J>>,
+    shared: Arc<Shared<J>>,
 }
 
 /// A cloneable handle for appending through a [`GroupCommitter`] from any thread.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Appender {
-    sender: mpsc::Sender<Message>,
+    shared: Arc<dyn Append>,
+}
+
+impl std::fmt::Debug for Appender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Appender")
+    }
+}
+
+/// What an [`Appender`] needs of its committer, whatever its journal's type.
+trait Append: Send + Sync {
+    fn append(&self, records: Vec<Vec<u8>>) -> Reply;
+}
+
+struct Shared<J> {
+    state: Mutex<State<J>>,
+    /// Notified when a leader finishes a group (results are out, and the
+    /// journal is free for the next leader) or the committer shuts down.
+    finished: Condvar,
+}
+
+struct State<J> {
+    /// Here when nobody is writing; the leader holds it while it writes.
+    journal: Option<J>,
+    /// Set by shutdown: no more appends are taken.
+    stopped: bool,
+    /// Set if a leader panicked inside the journal, which went with it.
+    lost: bool,
+    /// Batches waiting for the next leader, by ticket.
+    queue: Vec<(u64, Vec<Vec<u8>>)>,
+    /// Results of written groups, by ticket, until their callers take them.
+    results: HashMap<u64, Reply>,
+    next_ticket: u64,
 }
 
 impl<J: Journal + Send + 'static> GroupCommitter<J> {
-    /// Moves `journal` onto a new thread named `journal-commit`.
-    ///
-    /// Panics if the OS cannot start a thread, like [`std::thread::spawn`].
-    pub fn spawn(journal: J) -> GroupCommitter<J> {
-        let (sender, receiver) = mpsc::channel();
-        let thread = thread::Builder::new()
-            .name("journal-commit".into())
-            .spawn(move || commit_loop(journal, receiver))
-            .expect("the OS refused to start the journal-commit thread");
-        GroupCommitter { sender, thread: Some(thread) }
+    /// Takes `journal`; appends go through [`append`](Self::append) and the
+    /// [`Appender`]s handed out.
+    pub fn new(journal: J) -> GroupCommitter<J> {
+        let state = State {
+            journal: Some(journal),
+            stopped: false,
+            lost: false,
+            queue: Vec::new(),
+            results: HashMap::new(),
+            next_ticket: 0,
+        };
+        GroupCommitter { shared: Arc::new(Shared { state: Mutex::new(state), finished: Condvar::new() }) }
     }
 
     /// A handle other threads can append through.
     pub fn appender(&self) -> Appender {
-        Appender { sender: self.sender.clone() }
+        Appender { shared: self.shared.clone() }
     }
 
     /// Appends `records` as one contiguous run; see [`Appender::append`].
     pub fn append(&self, records: Vec<Vec<u8>>) -> Result<u64, JournalError> {
-        append_via(&self.sender, records)
+        self.shared.append(records)
     }
 
-    /// Finishes the appends already queued, stops the thread and returns the
-    /// journal, e.g. to read it back or drop it at a chosen moment.
-    pub fn shutdown(mut self) -> Result<J, JournalError> {
-        let _ = self.sender.send(Message::Stop);
-        let thread = self.thread.take().expect("thread lives until shutdown");
-        thread.join().map_err(|_| JournalError::CommitterStopped)
+    /// Waits for the appends already taken, refuses later ones and returns
+    /// the journal, e.g. to read it back or drop it at a chosen moment.
+    pub fn shutdown(self) -> Result<J, JournalError> {
+        self.shared.stop().unwrap_or(Err(JournalError::CommitterStopped))
+    }
+}
+
+impl<J> Drop for GroupCommitter<J> {
+    /// As [`GroupCommitter::shutdown`], dropping the journal (and with it the
+    /// embedded journal's lock) even while appenders survive.
+    fn drop(&mut self) {
+        drop(self.shared.stop());
     }
 }
 
@@ -87,66 +124,114 @@ impl Appender {
     /// The records may share that fsync, and the atomic journal batch, with
     /// other callers' batches: after a crash they are all kept or all cut.
     pub fn append(&self, records: Vec<Vec<u8>>) -> Result<u64, JournalError> {
-        append_via(&self.sender, records)
+        self.shared.append(records)
     }
 }
 
-fn append_via(sender: &mpsc::Sender<Message>, records: Vec<Vec<u8>>) -> Reply {
-    let (reply, answer) = mpsc::sync_channel(1);
-    sender.send(Message::Append(Request { records, reply })).map_err(|_| JournalError::CommitterStopped)?;
-    answer.recv().map_err(|_| JournalError::CommitterStopped)?
-}
-
-impl<J> Drop for GroupCommitter<J> {
-    fn drop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = self.sender.send(Message::Stop);
-            let _ = thread.join();
+impl<J> Shared<J> {
+    /// Stops taking appends, waits for those taken and takes the journal out;
+    /// `None` if it was stopped before.
+    fn stop(&self) -> Option<Result<J, JournalError>> {
+        let mut state = self.lock();
+        if std::mem::replace(&mut state.stopped, true) {
+            return None;
         }
+        // Batches still queued have callers waiting to lead: let them finish.
+        while !state.lost && (state.journal.is_none() || !state.queue.is_empty()) {
+            state = self.wait(state);
+        }
+        Some(state.journal.take().ok_or(JournalError::CommitterStopped))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<J>> {
+        // Nothing is left half-changed under the lock: a leader that panicked
+        // in the journal took the journal with it, which later appends report.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, state: MutexGuard<'a, State<J>>) -> MutexGuard<'a, State<J>> {
+        self.finished.wait(state).unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-fn commit_loop<J: Journal>(mut journal: J, messages: mpsc::Receiver<Message>) -> J {
-    let mut group = Vec::new();
-    let mut stopping = false;
-    while !stopping {
-        let Ok(Message::Append(first)) = messages.recv() else {
-            break;
-        };
-        let mut bytes: usize = first.records.iter().map(Vec::len).sum();
-        group.push(first);
-        // Everything that queued up during the previous fsync rides along.
-        while bytes < MAX_GROUP_BYTES {
-            match messages.try_recv() {
-                Ok(Message::Append(next)) => {
-                    bytes += next.records.iter().map(Vec::len).sum::<usize>();
-                    group.push(next);
-                }
-                Ok(Message::Stop) => {
-                    stopping = true;
-                    break;
-                }
-                Err(_) => break,
+impl<J: Journal + Send> Append for Shared<J> {
+    fn append(&self, records: Vec<Vec<u8>>) -> Reply {
+        let mut state = self.lock();
+        if state.stopped {
+            return Err(JournalError::CommitterStopped);
+        }
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push((ticket, records));
+        loop {
+            if let Some(reply) = state.results.remove(&ticket) {
+                return reply;
+            }
+            match state.journal.take() {
+                // Nobody is writing: lead the group of everything queued.
+                Some(journal) => state = self.lead(state, journal),
+                None if state.lost => return Err(JournalError::CommitterStopped),
+                None => state = self.wait(state),
             }
         }
+    }
+}
+
+impl<J: Journal> Shared<J> {
+    /// Writes the queued batches (up to [`MAX_GROUP_BYTES`], at least one) as
+    /// one journal batch without holding the lock, then posts each caller's
+    /// result and gives the journal back.
+    fn lead<'a>(&'a self, mut state: MutexGuard<'a, State<J>>, mut journal: J) -> MutexGuard<'a, State<J>> {
+        let mut bytes = 0;
+        let taken = state
+            .queue
+            .iter()
+            .take_while(|(_, records)| {
+                let fits = bytes < MAX_GROUP_BYTES;
+                bytes += records.iter().map(Vec::len).sum::<usize>();
+                fits
+            })
+            .count();
+        let group: Vec<(u64, Vec<Vec<u8>>)> = state.queue.drain(..taken).collect();
+        drop(state);
+        let unwinding = Unwinding { shared: self, tickets: group.iter().map(|(ticket, _)| *ticket).collect() };
         // One journal batch for the whole group: only its last record carries
         // END_OF_BATCH, so the group (every caller's batch in it) is atomic.
-        let slices: Vec<&[u8]> = group.iter().flat_map(|r| r.records.iter().map(Vec::as_slice)).collect();
-        match journal.append(&slices) {
-            Ok(mut offset) => {
-                for request in group.drain(..) {
-                    let _ = request.reply.send(Ok(offset));
-                    offset += request.records.len() as u64;
-                }
-            }
-            Err(e) => {
-                for request in group.drain(..) {
-                    let _ = request.reply.send(Err(e.clone()));
-                }
+        let slices: Vec<&[u8]> = group.iter().flat_map(|(_, records)| records.iter().map(Vec::as_slice)).collect();
+        let written = journal.append(&slices);
+        std::mem::forget(unwinding);
+        let mut state = self.lock();
+        let mut offset = written.clone();
+        for (ticket, records) in &group {
+            state.results.insert(*ticket, offset.clone());
+            if let Ok(offset) = &mut offset {
+                *offset += records.len() as u64;
             }
         }
+        state.journal = Some(journal);
+        self.finished.notify_all();
+        state
     }
-    journal
+}
+
+/// Alive only while a leader is inside the journal: if that panics, the
+/// group's callers and every later one are told the committer stopped,
+/// rather than waiting for a journal that is not coming back.
+struct Unwinding<'a, J> {
+    shared: &'a Shared<J>,
+    tickets: Vec<u64>,
+}
+
+impl<J> Drop for Unwinding<'_, J> {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.lost = true;
+        for ticket in &self.tickets {
+            state.results.insert(*ticket, Err(JournalError::CommitterStopped));
+        }
+        drop(state);
+        self.shared.finished.notify_all();
+    }
 }
 
 #[cfg(test)]
@@ -154,7 +239,7 @@ mod tests {
     use super::*;
     use crate::{EmbeddedJournal, JournalOptions, RecordIter};
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::thread;
     use std::time::Duration;
 
     /// Publishes how far the inner journal is durable, and slows fsync down
@@ -189,7 +274,7 @@ mod tests {
         let durable = Arc::new(AtomicU64::new(0));
         let appends = Arc::new(AtomicUsize::new(0));
         let committer =
-            GroupCommitter::spawn(Observed { inner: journal, durable: durable.clone(), appends: appends.clone() });
+            GroupCommitter::new(Observed { inner: journal, durable: durable.clone(), appends: appends.clone() });
 
         // when 8 threads each append 25 batches of 1..=3 records
         let threads: Vec<_> = (0..8u8)
@@ -230,7 +315,7 @@ mod tests {
     fn empty_batch_gets_the_next_offset() {
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = EmbeddedJournal::open(dir.path(), JournalOptions::default()).unwrap();
-        let committer = GroupCommitter::spawn(journal);
+        let committer = GroupCommitter::new(journal);
         assert_eq!(committer.append(vec![b"a".to_vec()]).unwrap(), 0);
         assert_eq!(committer.append(Vec::new()).unwrap(), 1);
         assert_eq!(committer.append(vec![b"b".to_vec()]).unwrap(), 1);
@@ -252,7 +337,7 @@ mod tests {
 
     #[test]
     fn a_failed_append_is_reported_to_every_caller_of_the_group() {
-        let committer = GroupCommitter::spawn(Failing);
+        let committer = GroupCommitter::new(Failing);
         let err = committer.append(vec![b"x".to_vec()]).unwrap_err();
         assert!(matches!(err, JournalError::Poisoned { .. }));
     }
@@ -262,7 +347,7 @@ mod tests {
         // given a committer with an appender handed out
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = EmbeddedJournal::open(dir.path(), JournalOptions::default()).unwrap();
-        let committer = GroupCommitter::spawn(journal);
+        let committer = GroupCommitter::new(journal);
         let appender = committer.appender();
         assert_eq!(appender.append(vec![b"kept".to_vec()]).unwrap(), 0);
 
@@ -273,5 +358,60 @@ mod tests {
         assert_eq!(journal.next_offset(), 1);
         let err = appender.append(vec![b"late".to_vec()]).unwrap_err();
         assert!(matches!(err, JournalError::CommitterStopped));
+    }
+    /// Records the thread each append ran on.
+    struct OnThread {
+        threads: Arc<Mutex<Vec<thread::ThreadId>>>,
+    }
+
+    impl Journal for OnThread {
+        fn append(&mut self, _: &[&[u8]]) -> Result<u64, JournalError> {
+            self.threads.lock().unwrap().push(thread::current().id());
+            Ok(0)
+        }
+        fn next_offset(&self) -> u64 {
+            0
+        }
+        fn read_from(&self, _: u64) -> Result<RecordIter, JournalError> {
+            Ok(Box::new(std::iter::empty()))
+        }
+    }
+
+    #[test]
+    fn a_lone_caller_writes_on_its_own_thread() {
+        let threads = Arc::new(Mutex::new(Vec::new()));
+        let committer = GroupCommitter::new(OnThread { threads: threads.clone() });
+        let appender = committer.appender();
+        let caller = thread::spawn(move || {
+            appender.append(vec![b"x".to_vec()]).unwrap();
+            thread::current().id()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(*threads.lock().unwrap(), [caller]);
+    }
+
+    struct Panicking;
+
+    impl Journal for Panicking {
+        fn append(&mut self, _: &[&[u8]]) -> Result<u64, JournalError> {
+            panic!("the disk driver panicked");
+        }
+        fn next_offset(&self) -> u64 {
+            0
+        }
+        fn read_from(&self, _: u64) -> Result<RecordIter, JournalError> {
+            Ok(Box::new(std::iter::empty()))
+        }
+    }
+
+    #[test]
+    fn a_journal_that_panicked_refuses_later_appends_instead_of_hanging_them() {
+        let committer = GroupCommitter::new(Panicking);
+        let appender = committer.appender();
+        assert!(thread::spawn(move || appender.append(vec![b"x".to_vec()])).join().is_err(), "the leader panics");
+        let err = committer.append(vec![b"y".to_vec()]).unwrap_err();
+        assert!(matches!(err, JournalError::CommitterStopped), "{err:?}");
+        assert!(matches!(committer.shutdown(), Err(JournalError::CommitterStopped)));
     }
 }

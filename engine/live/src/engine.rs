@@ -220,7 +220,7 @@ impl Engine {
                 .await
                 .map_err(|e| EngineError::Runtime(e.to_string()))??;
         let durable_end = Arc::new(AtomicU64::new(report.journal_end));
-        let committer = GroupCommitter::spawn(journal);
+        let committer = GroupCommitter::new(journal);
         let (subscribers, _) = broadcast::channel(options.subscriber_capacity);
         let mut partitions: Vec<BTreeMap<String, DomainEntry>> = (0..options.shards).map(|_| BTreeMap::new()).collect();
         for (domain, entry) in domains {
@@ -504,7 +504,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (journal, _) = EmbeddedJournal::open(dir.path(), JournalOptions::default()).unwrap();
         let appends = Arc::new(AtomicUsize::new(0));
-        let committer = GroupCommitter::spawn(Slow { inner: journal, appends: appends.clone(), fail });
+        let committer = GroupCommitter::new(Slow { inner: journal, appends: appends.clone(), fail });
         let (subscribers, _) = broadcast::channel(1024);
         let options = EngineOptions { mailbox_capacity, ..EngineOptions::new(dir.path()) };
         let timers = Arbiter::new();

@@ -202,7 +202,7 @@ mod tests {
         fn new(commit_delay: Duration) -> Rig {
             let dir = tempfile::tempdir().unwrap();
             let (journal, _) = EmbeddedJournal::open(dir.path(), JournalOptions::default()).unwrap();
-            let committer = GroupCommitter::spawn(journal);
+            let committer = GroupCommitter::new(journal);
             let (snapshots, groups) = mpsc::channel();
             let (subscribers, published) = broadcast::channel(16);
             let outlets = Outlets {
