@@ -321,10 +321,14 @@ mod tests {
         assert_eq!(committer.append(vec![b"b".to_vec()]).unwrap(), 1);
     }
 
-    struct Failing;
+    /// A journal whose appends fail, or panic.
+    struct Broken {
+        panics: bool,
+    }
 
-    impl Journal for Failing {
+    impl Journal for Broken {
         fn append(&mut self, _: &[&[u8]]) -> Result<u64, JournalError> {
+            assert!(!self.panics, "the disk driver panicked");
             Err(JournalError::Poisoned { dir: "/j".into() })
         }
         fn next_offset(&self) -> u64 {
@@ -337,7 +341,7 @@ mod tests {
 
     #[test]
     fn a_failed_append_is_reported_to_every_caller_of_the_group() {
-        let committer = GroupCommitter::new(Failing);
+        let committer = GroupCommitter::new(Broken { panics: false });
         let err = committer.append(vec![b"x".to_vec()]).unwrap_err();
         assert!(matches!(err, JournalError::Poisoned { .. }));
     }
@@ -391,23 +395,9 @@ mod tests {
         assert_eq!(*threads.lock().unwrap(), [caller]);
     }
 
-    struct Panicking;
-
-    impl Journal for Panicking {
-        fn append(&mut self, _: &[&[u8]]) -> Result<u64, JournalError> {
-            panic!("the disk driver panicked");
-        }
-        fn next_offset(&self) -> u64 {
-            0
-        }
-        fn read_from(&self, _: u64) -> Result<RecordIter, JournalError> {
-            Ok(Box::new(std::iter::empty()))
-        }
-    }
-
     #[test]
     fn a_journal_that_panicked_refuses_later_appends_instead_of_hanging_them() {
-        let committer = GroupCommitter::new(Panicking);
+        let committer = GroupCommitter::new(Broken { panics: true });
         let appender = committer.appender();
         assert!(thread::spawn(move || appender.append(vec![b"x".to_vec()])).join().is_err(), "the leader panics");
         let err = committer.append(vec![b"y".to_vec()]).unwrap_err();
