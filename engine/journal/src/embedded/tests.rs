@@ -497,6 +497,49 @@ fn segments_roll_at_the_configured_size_and_reads_cross_their_boundaries() {
 }
 
 #[test]
+fn the_active_segment_is_extended_with_zeros_ahead_of_its_records_and_sealed_at_them_when_it_rolls() {
+    // given a writer that appended three records
+    let dir = tempfile::tempdir().unwrap();
+    let records = sample(6);
+    let options = JournalOptions { segment_bytes: 1 << 20, index_interval: 2 };
+    let (mut journal, _) = EmbeddedJournal::open(dir.path(), options.clone()).unwrap();
+    append_each(&mut journal, &records[..3]);
+
+    // then the segment holds zeros after its records, a MiB ahead
+    let segment = &segment_files(dir.path())[0];
+    let end = frame_positions(&records[..3])[3];
+    let bytes = fs::read(segment).unwrap();
+    assert_eq!(bytes.len() as u64, frame_positions(&records[..1])[1] + PREALLOCATE_BYTES);
+    assert!(bytes[end as usize..].iter().all(|&b| b == 0));
+
+    // and a reader meanwhile, and a writer after it, take them for unused space, not damage
+    let (reader, recovery) = EmbeddedJournal::open_read_only(dir.path()).unwrap();
+    assert_eq!((recovery.damage, reader.next_offset()), (None, 3));
+    drop(journal);
+    let (mut journal, recovery) = EmbeddedJournal::open(dir.path(), options).unwrap();
+    assert_eq!((recovery.damage, recovery.truncated_bytes), (None, 0));
+
+    // and appends go on over the zeros; a batch past them extends the file again
+    append_each(&mut journal, &records[3..5]);
+    let big = vec![7u8; (PREALLOCATE_BYTES + 10) as usize];
+    journal.append(&[&big]).unwrap();
+    let mut all = records[..5].to_vec();
+    all.push(big);
+    assert_eq!(collect(journal.read_from(0).unwrap()), all);
+
+    // and when the segment rolls, it is cut back to its last record
+    journal.append(&[&records[5]]).unwrap();
+    let segments = segment_files(dir.path());
+    assert_eq!(segments.len(), 2);
+    assert_eq!(fs::metadata(&segments[0]).unwrap().len(), frame_positions(&all)[6]);
+    drop(journal);
+    let (reader, recovery) = EmbeddedJournal::open_read_only(dir.path()).unwrap();
+    assert_eq!(recovery.damage, None);
+    all.push(records[5].clone());
+    assert_eq!(collect(reader.read_from(0).unwrap()), all);
+}
+
+#[test]
 fn reading_past_the_end_reports_where_the_journal_ends() {
     let dir = tempfile::tempdir().unwrap();
     let (mut journal, _) = open(dir.path());
@@ -524,7 +567,7 @@ fn recovery_message_names_offset_and_bytes_cut() {
     let records = sample(3);
     append_each(&mut open(dir.path()).0, &records);
     let segment = &segment_files(dir.path())[0];
-    cut(segment, fs::metadata(segment).unwrap().len() - 3);
+    cut(segment, frame_positions(&records)[3] - 3);
     let (_, recovery) = open(dir.path());
     let message = recovery.to_string();
     let expected_cut = FRAME_HEADER_LEN + records[2].len() - 3;
@@ -575,8 +618,10 @@ enum Op {
     Append(Vec<Vec<u8>>),
     Reopen,
     ReadFrom(prop::sample::Index),
-    /// Truncate the last segment somewhere after its header, then reopen.
-    Crash(prop::sample::Index),
+    /// Truncate the last segment somewhere after its header, then reopen;
+    /// with `true`, zeros follow the cut, as the unused space preallocated
+    /// after the records does.
+    Crash(prop::sample::Index, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -584,7 +629,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..5).prop_map(Op::Append),
         1 => Just(Op::Reopen),
         2 => any::<prop::sample::Index>().prop_map(Op::ReadFrom),
-        2 => any::<prop::sample::Index>().prop_map(Op::Crash),
+        2 => (any::<prop::sample::Index>(), any::<bool>()).prop_map(|(at, zeros)| Op::Crash(at, zeros)),
     ]
 }
 
@@ -626,7 +671,7 @@ proptest! {
                     let read = collect(journal.read_from(from as u64).unwrap());
                     prop_assert_eq!(&read[..], &records[from..]);
                 }
-                Op::Crash(index) => {
+                Op::Crash(index, zeros) => {
                     drop(journal);
                     let last = segment_files(dir.path()).pop().unwrap();
                     let name = last.file_name().unwrap().to_str().unwrap();
@@ -647,18 +692,30 @@ proptest! {
                     let positions = frame_positions(&in_segment.concat());
                     let end = *positions.last().unwrap();
                     let at = SEGMENT_HEADER_LEN + index.index((end - SEGMENT_HEADER_LEN + 1) as usize) as u64;
+                    let original = fs::read(&last).unwrap();
                     cut(&last, at);
+                    let zeros = if zeros { 100 } else { 0 };
+                    OpenOptions::new().write(true).open(&last).unwrap().set_len(at + zeros).unwrap();
+                    // Zeros that happen to be what was cut restore it: the cut is in effect after them.
+                    let restored = original[at as usize..end as usize].iter().take(zeros as usize).take_while(|&&b| b == 0);
+                    let at = at + restored.count() as u64;
                     // when reopened, the complete batches before the cut survive, nothing else
                     let ends = batch_ends(&in_segment.iter().map(Vec::len).collect::<Vec<_>>());
                     let kept_batches = ends.iter().rposition(|&e| positions[e] <= at).unwrap();
                     let kept = ends[kept_batches];
                     let whole = positions.iter().rposition(|&p| p <= at).unwrap();
+                    // A torn batch of which only zeros are left reads as unused space.
+                    let torn = original[positions[kept] as usize..at as usize].iter().any(|&b| b != 0);
+                    let fs_len = fs::metadata(&last).unwrap().len();
                     let recovery;
                     (journal, recovery) = EmbeddedJournal::open(dir.path(), options.clone()).unwrap();
-                    let dropped = at - positions[kept];
-                    prop_assert_eq!(recovery.truncated_bytes, dropped);
-                    prop_assert_eq!(recovery.truncated_at_offset, (dropped > 0).then_some(base + kept as u64));
-                    prop_assert_eq!(recovery.damage.map_or(0, |d| d.unfinished_records), (whole - kept) as u64);
+                    let (cut_bytes, unfinished) = match torn {
+                        true => (fs_len - positions[kept], (whole - kept) as u64),
+                        false => (0, 0),
+                    };
+                    prop_assert_eq!(recovery.truncated_bytes, cut_bytes);
+                    prop_assert_eq!(recovery.truncated_at_offset, torn.then_some(base + kept as u64));
+                    prop_assert_eq!(recovery.damage.map_or(0, |d| d.unfinished_records), unfinished);
                     model.truncate(first_batch + kept_batches);
                 }
             }
