@@ -6,8 +6,8 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::format::{
-    check_segment_header, classify, contains_valid_frame, encode_frame, segment_header, segment_path,
-    temp_segment_path, EntryKind, FrameHeader, FRAME_HEADER_LEN, LOCK_FILE, MAX_RECORD_BYTES, SEGMENT_HEADER_LEN,
+    check_segment_header, classify, encode_frame, find_valid_frame, segment_header, segment_path, temp_segment_path,
+    EntryKind, FrameHeader, FRAME_HEADER_LEN, LOCK_FILE, MAX_RECORD_BYTES, SEGMENT_HEADER_LEN,
 };
 use crate::{Journal, JournalError, Record, RecordIter};
 
@@ -647,7 +647,7 @@ fn recover(
                 None if is_last => (DamageKind::TornTail, UNFINISHED_LAST_BATCH),
                 None => (DamageKind::Corrupt, SPLIT_BATCH),
                 Some(ref bad) => {
-                    let torn = bad.position > 0 && is_last && !valid_frame_after(path, bad.position, scan.file_len)?;
+                    let torn = bad.position > 0 && is_last && only_an_unfinished_batch_after(path, bad.position)?;
                     (if torn { DamageKind::TornTail } else { DamageKind::Corrupt }, bad.reason)
                 }
             };
@@ -800,16 +800,56 @@ fn only_zeros(reader: &mut impl Read, path: &Path) -> Result<bool, JournalError>
     }
 }
 
-/// Whether a whole valid frame starts anywhere after the bad frame at `position`.
-fn valid_frame_after(path: &Path, position: u64, file_len: u64) -> Result<bool, JournalError> {
+/// Whether what follows the bad frame at `position` can only be the rest of
+/// the batch that was being written at a crash: no whole valid frame, or
+/// valid frames past holes, the first of which to end a batch has only
+/// zeros after it. An append waits for its fsync before the next is
+/// written, so a crash leaves at most one batch unacknowledged, at the end of
+/// the log, and a valid frame after the end of a batch that follows the
+/// damage belongs to an acknowledged batch. A hole is what a crash leaves
+/// where a page of that batch, written over preallocated zeros, did not reach
+/// the disk while a later one did: zeros up to a sector boundary
+/// ([`crash_hole`]). Other damage before a valid frame (a flipped bit) is
+/// corruption, however the log goes on.
+fn only_an_unfinished_batch_after(path: &Path, position: u64) -> Result<bool, JournalError> {
     let mut file = File::open(path).map_err(JournalError::io("open", path))?;
-    file.seek(SeekFrom::Start(position + 1)).map_err(JournalError::io("seek in", path))?;
-    let mut rest = Vec::with_capacity(file_len.saturating_sub(position + 1) as usize);
+    file.seek(SeekFrom::Start(position)).map_err(JournalError::io("seek in", path))?;
+    let mut rest = Vec::new();
     file.read_to_end(&mut rest).map_err(JournalError::io("read", path))?;
-    Ok(contains_valid_frame(&rest))
+    // The bad frame starts the first gap; the search starts past its first byte.
+    let (mut gap, mut from) = (0, 1);
+    while let Some(found) = find_valid_frame(&rest[from..]) {
+        let (start, end) = (from + found.start, from + found.end);
+        if start > gap && !crash_hole(&rest[gap..start], position + gap as u64) {
+            return Ok(false);
+        }
+        if found.end_of_batch {
+            return Ok(rest[end..].iter().all(|&b| b == 0));
+        }
+        (gap, from) = (end, end);
+    }
+    Ok(true)
 }
 
-/// Like `read_exact`, but a short read at end of file is an answer, not an error.
+/// The unit a disk persists or loses whole.
+const SECTOR_BYTES: u64 = 512;
+
+/// Whether `gap`, found at file position `at` between the damage and a valid
+/// frame, holds a page lost in a crash: zeros from its start or a sector's
+/// start up to a sector boundary.
+fn crash_hole(gap: &[u8], at: u64) -> bool {
+    let end = at + gap.len() as u64;
+    let mut boundary = (at / SECTOR_BYTES + 1) * SECTOR_BYTES;
+    while boundary <= end {
+        let from = (boundary - SECTOR_BYTES).max(at);
+        if gap[(from - at) as usize..(boundary - at) as usize].iter().all(|&b| b == 0) {
+            return true;
+        }
+        boundary += SECTOR_BYTES;
+    }
+    false
+}
+
 fn read_up_to(reader: &mut impl Read, buf: &mut [u8], path: &Path) -> Result<usize, JournalError> {
     let mut filled = 0;
     while filled < buf.len() {

@@ -160,22 +160,31 @@ impl FrameHeader {
     }
 }
 
-/// Looks for any whole, checksum-valid frame starting anywhere in `bytes`.
-///
-/// This is what separates a torn tail from corruption: a crash can only damage
-/// the batch that was being written, which is always the end of the log, so a
-/// valid frame *after* a bad one means acknowledged records follow the damage.
-pub(crate) fn contains_valid_frame(bytes: &[u8]) -> bool {
+/// A whole, checksum-valid frame found in a run of bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct FoundFrame {
+    /// Where its header starts in the run.
+    pub(crate) start: usize,
+    /// Just after its payload.
+    pub(crate) end: usize,
+    /// Whether it is the last frame of its batch.
+    pub(crate) end_of_batch: bool,
+}
+
+/// The first whole, checksum-valid frame starting at any byte position of
+/// `bytes`: what separates a torn tail from corruption (see
+/// docs/journal-format.md, "Torn tail or corruption?").
+pub(crate) fn find_valid_frame(bytes: &[u8]) -> Option<FoundFrame> {
     let mut start = 0;
     while start + FRAME_HEADER_LEN <= bytes.len() {
         let header = FrameHeader::parse(bytes[start..start + FRAME_HEADER_LEN].try_into().expect("8 bytes"));
         let end = start + FRAME_HEADER_LEN + header.len() as usize;
         if header.len_fits() && end <= bytes.len() && header.checks(&bytes[start + FRAME_HEADER_LEN..end]) {
-            return true;
+            return Some(FoundFrame { start, end, end_of_batch: header.end_of_batch() });
         }
         start += 1;
     }
-    false
+    None
 }
 
 #[cfg(test)]
@@ -263,20 +272,20 @@ mod tests {
         // when the flag alone is flipped, then the frame no longer checks
         last[3] ^= 0x80;
         assert!(!parsed(&last).checks(&last[8..]));
-        assert!(!contains_valid_frame(&last));
+        assert_eq!(find_valid_frame(&last), None);
     }
 
     #[test]
     fn valid_frame_search_finds_frames_at_any_alignment_but_not_in_zeros_or_prefixes() {
         let mut frame = Vec::new();
         encode_frame(&mut frame, b"hello", true);
-        assert!(!contains_valid_frame(&[0u8; 4096]));
-        assert!(!contains_valid_frame(&frame[..frame.len() - 1]));
+        assert_eq!(find_valid_frame(&[0u8; 4096]), None);
+        assert_eq!(find_valid_frame(&frame[..frame.len() - 1]), None);
         let mut shifted = vec![0xAB; 3];
         shifted.extend_from_slice(&frame);
-        assert!(contains_valid_frame(&shifted));
+        assert_eq!(find_valid_frame(&shifted), Some(FoundFrame { start: 3, end: 3 + 8 + 5, end_of_batch: true }));
         let mut empty = Vec::new();
         encode_frame(&mut empty, b"", false);
-        assert!(contains_valid_frame(&empty));
+        assert_eq!(find_valid_frame(&empty), Some(FoundFrame { start: 0, end: 8, end_of_batch: false }));
     }
 }

@@ -157,7 +157,7 @@ impl<J> Shared<J> {
 impl<J: Journal + Send> Append for Shared<J> {
     fn append(&self, records: Vec<Vec<u8>>) -> Reply {
         let mut state = self.lock();
-        if state.stopped {
+        if state.stopped || state.lost {
             return Err(JournalError::CommitterStopped);
         }
         let ticket = state.next_ticket;
@@ -194,12 +194,13 @@ impl<J: Journal> Shared<J> {
             .count();
         let group: Vec<(u64, Vec<Vec<u8>>)> = state.queue.drain(..taken).collect();
         drop(state);
-        let unwinding = Unwinding { shared: self, tickets: group.iter().map(|(ticket, _)| *ticket).collect() };
+        let mut unwinding = Unwinding { shared: self, group: &group, returned: false };
         // One journal batch for the whole group: only its last record carries
         // END_OF_BATCH, so the group (every caller's batch in it) is atomic.
         let slices: Vec<&[u8]> = group.iter().flat_map(|(_, records)| records.iter().map(Vec::as_slice)).collect();
         let written = journal.append(&slices);
-        std::mem::forget(unwinding);
+        unwinding.returned = true;
+        drop(unwinding);
         let mut state = self.lock();
         let mut offset = written.clone();
         for (ticket, records) in &group {
@@ -214,19 +215,24 @@ impl<J: Journal> Shared<J> {
     }
 }
 
-/// Alive only while a leader is inside the journal: if that panics, the
-/// group's callers and every later one are told the committer stopped,
-/// rather than waiting for a journal that is not coming back.
+/// Held while a leader is inside the journal: if that panics, the group's
+/// callers and every later one are told the committer stopped, rather than
+/// waiting for a journal that is not coming back.
 struct Unwinding<'a, J> {
     shared: &'a Shared<J>,
-    tickets: Vec<u64>,
+    group: &'a [(u64, Vec<Vec<u8>>)],
+    /// Set once the journal returned: nothing to do then.
+    returned: bool,
 }
 
 impl<J> Drop for Unwinding<'_, J> {
     fn drop(&mut self) {
+        if self.returned {
+            return;
+        }
         let mut state = self.shared.lock();
         state.lost = true;
-        for ticket in &self.tickets {
+        for (ticket, _) in self.group {
             state.results.insert(*ticket, Err(JournalError::CommitterStopped));
         }
         drop(state);

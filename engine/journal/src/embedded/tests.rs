@@ -284,6 +284,39 @@ fn a_flipped_end_of_batch_flag_in_a_middle_batch_is_corruption() {
 }
 
 #[test]
+fn a_lost_page_of_the_last_batch_is_a_torn_tail_but_not_once_another_batch_follows() {
+    // given batch [a], then batch [b1, b2, b3] whose first sector's part never
+    // reached the disk (zeros from b1 to the 512-byte boundary) while the rest did
+    let records: Vec<Vec<u8>> = (1..=5u8).map(|i| vec![i; 300]).collect();
+    let positions = frame_positions(&records);
+    let lose_first_page = |path: &Path| {
+        let mut bytes = fs::read(path).unwrap();
+        bytes[positions[1] as usize..512].fill(0);
+        fs::write(path, bytes).unwrap();
+    };
+    for later_batch in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes: &[usize] = if later_batch { &[1, 3, 1] } else { &[1, 3] };
+        let count = sizes.iter().sum();
+        append_batches(&mut open(dir.path()).0, &records[..count], sizes);
+        let segment = segment_files(dir.path())[0].clone();
+        lose_first_page(&segment);
+
+        let opened = EmbeddedJournal::open(dir.path(), JournalOptions::default());
+        if later_batch {
+            // then, with a batch written after it (so the damaged one was acknowledged), it is corruption
+            assert!(matches!(opened, Err(JournalError::Corrupt { .. })), "{opened:?}");
+        } else {
+            // then, as the last batch, it was never acknowledged: cut back to [a]
+            let (journal, recovery) = opened.unwrap();
+            let damage = recovery.damage.unwrap();
+            assert_eq!((damage.kind, damage.position, damage.offset), (DamageKind::TornTail, positions[1], 1));
+            assert_eq!(collect(journal.read_from(0).unwrap()), records[..1].to_vec());
+        }
+    }
+}
+
+#[test]
 fn a_segment_ending_inside_a_batch_is_corruption_unless_it_is_the_last() {
     // given two segments: batch [a, b] in the first, [c] in the second
     let options = JournalOptions { segment_bytes: 1, index_interval: 1 };
