@@ -808,9 +808,9 @@ fn only_zeros(reader: &mut impl Read, path: &Path) -> Result<bool, JournalError>
 /// the log, and a valid frame after the end of a batch that follows the
 /// damage belongs to an acknowledged batch. A hole is what a crash leaves
 /// where a page of that batch, written over preallocated zeros, did not reach
-/// the disk while a later one did: zeros up to a sector boundary
-/// ([`crash_hole`]). Other damage before a valid frame (a flipped bit) is
-/// corruption, however the log goes on.
+/// the disk while a later one did: zeros from where the records stop up to
+/// a sector boundary ([`crash_hole`]). Other damage before a valid frame (a
+/// flipped bit) is corruption, however the log goes on.
 fn only_an_unfinished_batch_after(path: &Path, position: u64) -> Result<bool, JournalError> {
     let mut file = File::open(path).map_err(JournalError::io("open", path))?;
     file.seek(SeekFrom::Start(position)).map_err(JournalError::io("seek in", path))?;
@@ -835,21 +835,15 @@ fn only_an_unfinished_batch_after(path: &Path, position: u64) -> Result<bool, Jo
 const SECTOR_BYTES: u64 = 512;
 
 /// Whether `gap`, found at file position `at` between the damage and a valid
-/// frame, holds a page lost in a crash: zeros from its start or a sector's
-/// start up to a sector boundary.
+/// frame, starts as a page lost in a crash does: zeros from its start up to
+/// the next sector boundary, at least a frame header's worth of them (so a
+/// frame that merely starts with a zero byte is not taken for one).
 fn crash_hole(gap: &[u8], at: u64) -> bool {
-    let end = at + gap.len() as u64;
-    let mut boundary = (at / SECTOR_BYTES + 1) * SECTOR_BYTES;
-    while boundary <= end {
-        let from = (boundary - SECTOR_BYTES).max(at);
-        if gap[(from - at) as usize..(boundary - at) as usize].iter().all(|&b| b == 0) {
-            return true;
-        }
-        boundary += SECTOR_BYTES;
-    }
-    false
+    let zeros = ((at / SECTOR_BYTES + 1) * SECTOR_BYTES - at) as usize;
+    zeros >= FRAME_HEADER_LEN && zeros <= gap.len() && gap[..zeros].iter().all(|&b| b == 0)
 }
 
+/// Like `read_exact`, but a short read at end of file is an answer, not an error.
 fn read_up_to(reader: &mut impl Read, buf: &mut [u8], path: &Path) -> Result<usize, JournalError> {
     let mut filled = 0;
     while filled < buf.len() {

@@ -232,6 +232,8 @@ impl<J> Drop for Unwinding<'_, J> {
         }
         let mut state = self.shared.lock();
         state.lost = true;
+        // Their callers find the committer lost when they wake.
+        state.queue.clear();
         for (ticket, _) in self.group {
             state.results.insert(*ticket, Err(JournalError::CommitterStopped));
         }

@@ -317,6 +317,22 @@ fn a_lost_page_of_the_last_batch_is_a_torn_tail_but_not_once_another_batch_follo
 }
 
 #[test]
+fn a_flipped_bit_in_the_last_batch_with_whole_records_after_it_is_corruption_even_among_zeros() {
+    // given batch [a], then batch [b1, b2, b3] where b1's payload is zeros (whole
+    // sectors of them) with one bit flipped, and b2, b3 intact after it
+    let records = vec![vec![1; 300], vec![0; 1200], vec![2; 300], vec![3; 300]];
+    let positions = frame_positions(&records);
+    let dir = tempfile::tempdir().unwrap();
+    append_batches(&mut open(dir.path()).0, &records, &[1, 3]);
+    let segment = segment_files(dir.path())[0].clone();
+    flip_bit(&segment, positions[1] + FRAME_HEADER_LEN as u64 + 600, 0);
+
+    // when a writer opens it, then it is refused: the damage is no lost page, and whole records follow it
+    let opened = EmbeddedJournal::open(dir.path(), JournalOptions::default());
+    assert!(matches!(opened, Err(JournalError::Corrupt { position, .. }) if position == positions[1]), "{opened:?}");
+}
+
+#[test]
 fn a_segment_ending_inside_a_batch_is_corruption_unless_it_is_the_last() {
     // given two segments: batch [a, b] in the first, [c] in the second
     let options = JournalOptions { segment_bytes: 1, index_interval: 1 };
