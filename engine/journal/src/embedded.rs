@@ -307,6 +307,19 @@ impl EmbeddedJournal {
     }
 }
 
+impl Drop for EmbeddedJournal {
+    /// A writer closed cleanly leaves its last segment ending with its
+    /// records, without the unused zeros after them, as tools that look at
+    /// the files expect. Failing that is harmless: the zeros are what a
+    /// crash leaves too, and the next open reads past them.
+    fn drop(&mut self) {
+        let len = self.log.segments.last().expect("writer has a segment").len;
+        if self.allocated > len {
+            let _ = self.active.set_len(len).and_then(|()| self.active.sync_all());
+        }
+    }
+}
+
 impl Journal for EmbeddedJournal {
     fn append(&mut self, records: &[&[u8]]) -> Result<u64, JournalError> {
         if self.poisoned {

@@ -561,11 +561,15 @@ fn the_active_segment_is_extended_with_zeros_ahead_of_its_records_and_sealed_at_
     assert_eq!(bytes.len() as u64, frame_positions(&records[..1])[1] + PREALLOCATE_BYTES);
     assert!(bytes[end as usize..].iter().all(|&b| b == 0));
 
-    // and a reader meanwhile, and a writer after it, take them for unused space, not damage
+    // and a reader meanwhile, and a writer after a crash (a copy taken now), take them for
+    // unused space, not damage
     let (reader, recovery) = EmbeddedJournal::open_read_only(dir.path()).unwrap();
     assert_eq!((recovery.damage, reader.next_offset()), (None, 3));
-    drop(journal);
-    let (mut journal, recovery) = EmbeddedJournal::open(dir.path(), options).unwrap();
+    let crashed = copy_dir(dir.path());
+    // and a writer closed cleanly leaves its records without the zeros
+    drop((reader, journal));
+    assert_eq!(fs::metadata(segment).unwrap().len(), end);
+    let (mut journal, recovery) = EmbeddedJournal::open(crashed.path(), options).unwrap();
     assert_eq!((recovery.damage, recovery.truncated_bytes), (None, 0));
 
     // and appends go on over the zeros; a batch past them extends the file again
@@ -578,11 +582,11 @@ fn the_active_segment_is_extended_with_zeros_ahead_of_its_records_and_sealed_at_
 
     // and when the segment rolls, it is cut back to its last record
     journal.append(&[&records[5]]).unwrap();
-    let segments = segment_files(dir.path());
+    let segments = segment_files(crashed.path());
     assert_eq!(segments.len(), 2);
     assert_eq!(fs::metadata(&segments[0]).unwrap().len(), frame_positions(&all)[6]);
     drop(journal);
-    let (reader, recovery) = EmbeddedJournal::open_read_only(dir.path()).unwrap();
+    let (reader, recovery) = EmbeddedJournal::open_read_only(crashed.path()).unwrap();
     assert_eq!(recovery.damage, None);
     all.push(records[5].clone());
     assert_eq!(collect(reader.read_from(0).unwrap()), all);
