@@ -375,10 +375,12 @@ impl Journal for EmbeddedJournal {
         let write = self
             .active
             .write_all(&self.buf)
-            .and_then(|()| match allocated == self.allocated {
-                true => Ok(()),
+            .and_then(|()| {
+                if allocated == self.allocated {
+                    return Ok(());
+                }
                 // Back from the new zeros to the end of the records.
-                false => self.active.seek(SeekFrom::Start(position)).map(drop),
+                self.active.seek(SeekFrom::Start(position)).map(drop)
             })
             .map_err(JournalError::io("write", &segment.path))
             .and_then(|()| self.active.sync_data().map_err(JournalError::io("fsync", &segment.path)));

@@ -222,13 +222,9 @@ fn wake_at(deadline_ms: i64) -> i64 {
 /// when its arbiter does.
 pub(crate) async fn run_timers(armed: Arc<Armed>, shard: Recipient<Fire>) {
     loop {
-        let wait = match armed.next_deadline() {
-            Some(deadline_ms) => {
-                let ms = u64::try_from(wake_at(deadline_ms).saturating_sub(crate::now_ms())).unwrap_or(0);
-                Duration::from_millis(ms)
-            }
-            None => Duration::MAX,
-        };
+        let wait = armed.next_deadline().map(|deadline_ms| {
+            Duration::from_millis(u64::try_from(wake_at(deadline_ms).saturating_sub(crate::now_ms())).unwrap_or(0))
+        });
         tokio::select! {
             () = armed.earlier.notified() => continue,
             () = sleep(wait) => {}
@@ -251,12 +247,11 @@ pub(crate) async fn run_timers(armed: Arc<Armed>, shard: Recipient<Fire>) {
     }
 }
 
-/// Sleeps `wait`; `Duration::MAX` sleeps until cancelled.
-async fn sleep(wait: Duration) {
-    if wait == Duration::MAX {
-        std::future::pending().await
-    } else {
-        tokio::time::sleep(wait).await
+/// Sleeps `wait`; with nothing to wait for, until cancelled.
+async fn sleep(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
     }
 }
 
