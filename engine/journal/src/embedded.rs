@@ -95,6 +95,10 @@ pub struct Damage {
     pub unfinished_bytes: u64,
     /// What was wrong at the damage.
     pub reason: &'static str,
+    /// For a torn tail, the zeros ending the file after it: space the
+    /// writer had allocated ahead of its records, not lost data. Counted in
+    /// [`Recovery::truncated_bytes`].
+    pub unused_bytes: u64,
     /// Whether the file was truncated (writer) or left as is (read-only).
     pub cut: bool,
 }
@@ -139,11 +143,22 @@ impl fmt::Display for Recovery {
                 )
             };
         }
-        let torn_bytes = self.truncated_bytes - damage.unfinished_bytes;
-        let (what, dropped) = match (unfinished, torn_bytes) {
-            (0, _) => ("record", format!("{torn_bytes} bytes")),
-            (_, 0) => ("batch", format!("{whole} of an unfinished batch")),
-            _ => ("batch", format!("{whole} of an unfinished batch and {torn_bytes} bytes of a torn record")),
+        let torn_bytes = self.truncated_bytes - damage.unfinished_bytes - damage.unused_bytes;
+        let (what, mut dropped) = match (unfinished, torn_bytes) {
+            (0, _) => ("record", vec![format!("{torn_bytes} bytes")]),
+            (_, 0) => ("batch", vec![format!("{whole} of an unfinished batch")]),
+            _ => (
+                "batch",
+                vec![format!("{whole} of an unfinished batch"), format!("{torn_bytes} bytes of a torn record")],
+            ),
+        };
+        if damage.unused_bytes > 0 {
+            dropped.push(format!("{} zero bytes allocated ahead of the records", damage.unused_bytes));
+        }
+        let dropped = match dropped.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+            None => unreachable!("a torn tail drops something"),
         };
         if damage.cut {
             write!(f, "log ended with a torn {what} at offset {}: cut {dropped} from {where_}", damage.offset)
@@ -607,6 +622,8 @@ struct Problem {
     reason: &'static str,
     /// Bytes of that segment from `position` on.
     bytes: u64,
+    /// Of those, the zeros ending a torn tail's segment (see [`Damage::unused_bytes`]).
+    unused_bytes: u64,
 }
 
 /// The batch of a torn tail is unfinished: its last record, the one carrying
@@ -647,6 +664,7 @@ fn recover(
                     "segment overlaps the previous one"
                 },
                 bytes: file_len(path)?,
+                unused_bytes: 0,
             }
         } else {
             let mut scan = scan_segment(path, *base, index_interval)?;
@@ -668,6 +686,7 @@ fn recover(
             };
             let header_ok = scan.bad.as_ref().is_none_or(|bad| bad.position > 0);
             let (position, complete) = if header_ok { (scan.complete_len, scan.complete_records) } else { (0, 0) };
+            let unfinished_bytes = if header_ok { whole_len - position } else { 0 };
             if header_ok {
                 debug_assert!(position >= SEGMENT_HEADER_LEN && position <= whole_len);
                 scan.meta.records = scan.complete_records;
@@ -681,9 +700,13 @@ fn recover(
                 position,
                 offset: base + complete,
                 unfinished_records: whole_records - complete,
-                unfinished_bytes: if header_ok { whole_len - position } else { 0 },
+                unfinished_bytes,
                 reason,
                 bytes: scan.file_len - position,
+                unused_bytes: match kind {
+                    DamageKind::TornTail => zeros_at_the_end(path, scan.file_len - position - unfinished_bytes)?,
+                    DamageKind::Corrupt => 0,
+                },
             }
         };
 
@@ -721,6 +744,7 @@ fn recover(
             unfinished_records: problem.unfinished_records,
             unfinished_bytes: problem.unfinished_bytes,
             reason: problem.reason,
+            unused_bytes: problem.unused_bytes,
             cut,
         });
         break;
@@ -801,6 +825,24 @@ fn scan_segment(path: &Path, base: u64, index_interval: u64) -> Result<SegmentSc
     meta.len = position;
     let bad = bad.map(|reason| BadFrame { position, reason });
     Ok(SegmentScan { meta, complete_records, complete_len, file_len, bad })
+}
+
+/// How many zero bytes end the file at `path`, looking back at most `within` bytes.
+fn zeros_at_the_end(path: &Path, within: u64) -> Result<u64, JournalError> {
+    let mut file = File::open(path).map_err(JournalError::io("open", path))?;
+    let len = file.metadata().map_err(JournalError::io("read the length of", path))?.len();
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut zeros = 0;
+    while zeros < within {
+        let take = (within - zeros).min(chunk.len() as u64) as usize;
+        file.seek(SeekFrom::Start(len - zeros - take as u64)).map_err(JournalError::io("seek in", path))?;
+        file.read_exact(&mut chunk[..take]).map_err(JournalError::io("read", path))?;
+        match chunk[..take].iter().rposition(|&b| b != 0) {
+            Some(last) => return Ok(zeros + (take - last - 1) as u64),
+            None => zeros += take as u64,
+        }
+    }
+    Ok(zeros)
 }
 
 /// Whether nothing but zero bytes is left to read.

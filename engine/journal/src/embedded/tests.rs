@@ -636,16 +636,33 @@ fn recovery_message_names_the_whole_records_of_an_unfinished_batch_and_the_torn_
     let records = sample(4);
     let positions = frame_positions(&records);
     let torn_record = FRAME_HEADER_LEN as u64 + records[3].len() as u64 - 3;
-    // cut inside record 3, or exactly after record 2
-    for (at, dropped) in [
-        (positions[4] - 3, format!("2 whole records of an unfinished batch and {torn_record} bytes of a torn record")),
-        (positions[3], "2 whole records of an unfinished batch".to_string()),
+    let ahead = "1000 zero bytes allocated ahead of the records";
+    // cut inside record 3, or exactly after record 2, and then the file ends, or zeros follow as after a crash
+    for (at, zeros, dropped) in [
+        (
+            positions[4] - 3,
+            0,
+            format!("2 whole records of an unfinished batch and {torn_record} bytes of a torn record"),
+        ),
+        (positions[3], 0, "2 whole records of an unfinished batch".to_string()),
+        (
+            positions[4] - 3,
+            1000,
+            format!("2 whole records of an unfinished batch, {torn_record} bytes of a torn record and {ahead}"),
+        ),
+        (positions[3], 1000, format!("2 whole records of an unfinished batch and {ahead}")),
     ] {
         let dir = tempfile::tempdir().unwrap();
         append_batches(&mut open(dir.path()).0, &records, &[1, 3]);
         let segment = segment_files(dir.path())[0].clone();
         cut(&segment, at);
-        let reason = if at == positions[3] { UNFINISHED_LAST_BATCH } else { "frame extends past the end of the file" };
+        cut(&segment, at + zeros);
+        let reason = match (at == positions[3], zeros) {
+            (true, _) => UNFINISHED_LAST_BATCH,
+            (false, 0) => "frame extends past the end of the file",
+            // The torn record's length reaches into the zeros, which do not match its checksum.
+            (false, _) => "frame checksum mismatch",
+        };
         let place = format!("{} at byte {} ({reason})", segment.display(), positions[1]);
 
         // when opened read-only, then it says what it ignored
@@ -662,7 +679,7 @@ fn recovery_message_names_the_whole_records_of_an_unfinished_batch_and_the_torn_
             recovery.to_string(),
             format!("log ended with a torn batch at offset 1: cut {dropped} from {place}")
         );
-        assert_eq!(recovery.truncated_bytes, at - positions[1]);
+        assert_eq!(recovery.truncated_bytes, at + zeros - positions[1]);
     }
 }
 
@@ -760,6 +777,9 @@ proptest! {
                     // A torn batch of which only zeros are left reads as unused space.
                     let torn = original[positions[kept] as usize..at as usize].iter().any(|&b| b != 0);
                     let fs_len = fs::metadata(&last).unwrap().len();
+                    // The zeros ending the file after the damage (which starts past the whole records).
+                    let file = fs::read(&last).unwrap();
+                    let unused = file[positions[whole] as usize..].iter().rev().take_while(|&&b| b == 0).count() as u64;
                     let recovery;
                     (journal, recovery) = EmbeddedJournal::open(dir.path(), options.clone()).unwrap();
                     let (cut_bytes, unfinished) = match torn {
@@ -768,7 +788,8 @@ proptest! {
                     };
                     prop_assert_eq!(recovery.truncated_bytes, cut_bytes);
                     prop_assert_eq!(recovery.truncated_at_offset, torn.then_some(base + kept as u64));
-                    prop_assert_eq!(recovery.damage.map_or(0, |d| d.unfinished_records), unfinished);
+                    prop_assert_eq!(recovery.damage.as_ref().map_or(0, |d| d.unfinished_records), unfinished);
+                    prop_assert_eq!(recovery.damage.as_ref().map_or(0, |d| d.unused_bytes), if torn { unused } else { 0 });
                     model.truncate(first_batch + kept_batches);
                 }
             }
