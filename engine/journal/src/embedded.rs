@@ -95,8 +95,10 @@ pub struct Damage {
     pub unfinished_bytes: u64,
     /// What was wrong at the damage.
     pub reason: &'static str,
-    /// For a torn tail, the zeros ending the file after it: space the
-    /// writer had allocated ahead of its records, not lost data. Counted in
+    /// For a torn tail, the zeros ending the file after it: mostly the space
+    /// the writer had allocated ahead of its records (a lost page of the torn
+    /// batch, or its bytes that happen to be zeros, cannot be told from it;
+    /// that batch was never acknowledged). Counted in
     /// [`Recovery::truncated_bytes`].
     pub unused_bytes: u64,
     /// Whether the file was truncated (writer) or left as is (read-only).
@@ -669,19 +671,28 @@ fn recover(
         } else {
             let mut scan = scan_segment(path, *base, index_interval)?;
             let (whole_records, whole_len) = (scan.meta.records, scan.meta.len);
-            let (kind, reason) = match scan.bad {
+            // With a torn tail, also the zeros ending the file (see `Damage::unused_bytes`).
+            let (kind, reason, unused_bytes) = match scan.bad {
                 None if scan.complete_records == whole_records => {
                     log.segments.push(scan.meta);
                     continue;
                 }
                 // Only whole frames, but the last lacks END_OF_BATCH. A batch
                 // is never split across segments, so only the last segment
-                // can hold the start of an unfinished batch.
-                None if is_last => (DamageKind::TornTail, UNFINISHED_LAST_BATCH),
-                None => (DamageKind::Corrupt, SPLIT_BATCH),
+                // can hold the start of an unfinished batch. The scan found
+                // only zeros after the frames.
+                None if is_last => (DamageKind::TornTail, UNFINISHED_LAST_BATCH, scan.file_len - whole_len),
+                None => (DamageKind::Corrupt, SPLIT_BATCH, 0),
                 Some(ref bad) => {
-                    let torn = bad.position > 0 && is_last && only_an_unfinished_batch_after(path, bad.position)?;
-                    (if torn { DamageKind::TornTail } else { DamageKind::Corrupt }, bad.reason)
+                    let torn = match bad.position > 0 && is_last {
+                        true => unfinished_batch_after(path, bad.position)?,
+                        false => None,
+                    };
+                    match torn {
+                        // The file read again: a live writer may have changed it since the scan.
+                        Some(zeros) => (DamageKind::TornTail, bad.reason, zeros.min(scan.file_len - whole_len)),
+                        None => (DamageKind::Corrupt, bad.reason, 0),
+                    }
                 }
             };
             let header_ok = scan.bad.as_ref().is_none_or(|bad| bad.position > 0);
@@ -703,10 +714,7 @@ fn recover(
                 unfinished_bytes,
                 reason,
                 bytes: scan.file_len - position,
-                unused_bytes: match kind {
-                    DamageKind::TornTail => zeros_at_the_end(path, scan.file_len - position - unfinished_bytes)?,
-                    DamageKind::Corrupt => 0,
-                },
+                unused_bytes,
             }
         };
 
@@ -827,24 +835,6 @@ fn scan_segment(path: &Path, base: u64, index_interval: u64) -> Result<SegmentSc
     Ok(SegmentScan { meta, complete_records, complete_len, file_len, bad })
 }
 
-/// How many zero bytes end the file at `path`, looking back at most `within` bytes.
-fn zeros_at_the_end(path: &Path, within: u64) -> Result<u64, JournalError> {
-    let mut file = File::open(path).map_err(JournalError::io("open", path))?;
-    let len = file.metadata().map_err(JournalError::io("read the length of", path))?.len();
-    let mut chunk = vec![0u8; 64 << 10];
-    let mut zeros = 0;
-    while zeros < within {
-        let take = (within - zeros).min(chunk.len() as u64) as usize;
-        file.seek(SeekFrom::Start(len - zeros - take as u64)).map_err(JournalError::io("seek in", path))?;
-        file.read_exact(&mut chunk[..take]).map_err(JournalError::io("read", path))?;
-        match chunk[..take].iter().rposition(|&b| b != 0) {
-            Some(last) => return Ok(zeros + (take - last - 1) as u64),
-            None => zeros += take as u64,
-        }
-    }
-    Ok(zeros)
-}
-
 /// Whether nothing but zero bytes is left to read.
 fn only_zeros(reader: &mut impl Read, path: &Path) -> Result<bool, JournalError> {
     let mut chunk = vec![0u8; 64 << 10];
@@ -857,10 +847,10 @@ fn only_zeros(reader: &mut impl Read, path: &Path) -> Result<bool, JournalError>
     }
 }
 
-/// Whether what follows the bad frame at `position` can only be the rest of
-/// the batch that was being written at a crash: no whole valid frame, or
-/// valid frames past holes, the first of which to end a batch has only
-/// zeros after it. An append waits for its fsync before the next is
+/// If what follows the bad frame at `position` can only be the rest of the
+/// batch that was being written at a crash (no whole valid frame, or valid
+/// frames past holes, the first of which to end a batch has only zeros
+/// after it), how many zero bytes end the file; `None` if it is corruption. An append waits for its fsync before the next is
 /// written, so a crash leaves at most one batch unacknowledged, at the end of
 /// the log, and a valid frame after the end of a batch that follows the
 /// damage belongs to an acknowledged batch. A hole is what a crash leaves
@@ -868,24 +858,25 @@ fn only_zeros(reader: &mut impl Read, path: &Path) -> Result<bool, JournalError>
 /// the disk while a later one did: zeros from where the records stop up to
 /// a sector boundary ([`crash_hole`]). Other damage before a valid frame (a
 /// flipped bit) is corruption, however the log goes on.
-fn only_an_unfinished_batch_after(path: &Path, position: u64) -> Result<bool, JournalError> {
+fn unfinished_batch_after(path: &Path, position: u64) -> Result<Option<u64>, JournalError> {
     let mut file = File::open(path).map_err(JournalError::io("open", path))?;
     file.seek(SeekFrom::Start(position)).map_err(JournalError::io("seek in", path))?;
     let mut rest = Vec::new();
     file.read_to_end(&mut rest).map_err(JournalError::io("read", path))?;
     // The bad frame starts the first gap; the search starts past its first byte.
     let (mut gap, mut from) = (0, 1);
+    let zeros_at_the_end = || rest.iter().rev().take_while(|&&b| b == 0).count() as u64;
     while let Some(found) = find_valid_frame(&rest[from..]) {
         let (start, end) = (from + found.start, from + found.end);
         if start > gap && !crash_hole(&rest[gap..start], position + gap as u64) {
-            return Ok(false);
+            return Ok(None);
         }
         if found.end_of_batch {
-            return Ok(rest[end..].iter().all(|&b| b == 0));
+            return Ok(rest[end..].iter().all(|&b| b == 0).then(zeros_at_the_end));
         }
         (gap, from) = (end, end);
     }
-    Ok(true)
+    Ok(Some(zeros_at_the_end()))
 }
 
 /// The unit a disk persists or loses whole.

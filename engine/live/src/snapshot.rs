@@ -630,10 +630,11 @@ pub(crate) fn spawn(
 /// writers' cannot. At the default priority, on two cores, a snapshot's
 /// tens of milliseconds of encoding took a core from them, and the offers'
 /// latency rose with it (docs/performance.md, "Eighteenth round").
+#[cfg(target_os = "linux")]
 const NICE: i32 = 19;
 
-/// Lowers the calling thread's priority to [`NICE`]. Linux keeps a nice
-/// value per thread, so no other thread of the engine is affected.
+/// Lowers the calling thread's priority to `NICE` (on Linux, which keeps a
+/// nice value per thread, so no other thread of the engine is affected).
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICE) {
@@ -1056,6 +1057,7 @@ mod tests {
     fn the_snapshot_thread_runs_at_the_lowest_priority_and_leaves_the_others_alone() {
         let own = || rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
         let before = own();
+        assert_ne!(before, NICE, "run at a higher priority than the snapshot thread's, or this test proves nothing");
         let data = tempfile::tempdir().unwrap();
         let (sender, receiver) = mpsc::channel();
 
