@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -223,6 +223,11 @@ impl Api {
     /// (kept alive and reused) and the given request timeout. WebSockets get
     /// connections of their own, outside that limit.
     pub fn new(target: &Target, connections: usize, timeout: Duration) -> Self {
+        Self::with_idle_limit(target, connections, timeout, IDLE_LIMIT)
+    }
+
+    /// As [`Api::new`], letting go of a connection idle longer than `idle_limit`.
+    fn with_idle_limit(target: &Target, connections: usize, timeout: Duration, idle_limit: Duration) -> Self {
         let ws_client = awc::Client::builder()
             .connector(awc::Connector::new().limit(0).timeout(Duration::from_secs(5)))
             .timeout(timeout)
@@ -234,6 +239,7 @@ impl Api {
             host,
             slots: tokio::sync::Semaphore::new(connections.max(1)),
             idle: RefCell::new(Vec::new()),
+            idle_limit,
         };
         Self { pool: Rc::new(pool), ws_client, base: Rc::from(format!("{}/v1", target.origin())), timeout }
     }
@@ -339,8 +345,18 @@ struct Pool {
     addr: SocketAddr,
     host: HeaderValue,
     slots: tokio::sync::Semaphore,
-    idle: RefCell<Vec<SendRequest<Full<Bytes>>>>,
+    /// Idle connections and when each was last answered, the latest last.
+    idle: RefCell<Vec<(SendRequest<Full<Bytes>>, Instant)>>,
+    idle_limit: Duration,
 }
+
+/// How long a connection may wait in the pool and still be reused: less
+/// than actix-web's keep-alive (5 s, the engine's), after which the engine
+/// closes it. A request sent on a connection the engine is closing at that
+/// moment crosses the close and fails ("connection closed before message
+/// completed"), and is not sent twice; so a connection nearly that old is
+/// let go instead, as clients of servers with keep-alive timeouts do.
+const IDLE_LIMIT: Duration = Duration::from_secs(4);
 
 impl Pool {
     /// Sends `request` on an idle connection (or a new one) and reads the
@@ -362,16 +378,21 @@ impl Pool {
             .await
             .map_err(|e| ApiError::Transport(format!("reading the reply: {e}")))?
             .to_bytes();
-        self.idle.borrow_mut().push(connection);
+        self.idle.borrow_mut().push((connection, Instant::now()));
         Ok((status, body))
     }
 
     /// An idle connection that is still open and ready for a request; one
     /// the engine closed while it was idle (its keep-alive timeout) is
-    /// dropped here.
+    /// dropped here, and so are all idle longer than the pool's limit.
     async fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
         loop {
-            let mut connection = self.idle.borrow_mut().pop()?;
+            let (mut connection, since) = self.idle.borrow_mut().pop()?;
+            if since.elapsed() > self.idle_limit {
+                // The rest were answered earlier still.
+                self.idle.borrow_mut().clear();
+                return None;
+            }
             // Ready once its task has read the previous reply to the end.
             if connection.ready().await.is_ok() {
                 return Some(connection);
@@ -536,6 +557,20 @@ mod tests {
         }
         let connections: Vec<usize> = received.borrow().iter().map(|(connection, _)| *connection).collect();
         assert_eq!(connections, [0, 0, 0]);
+    }
+
+    #[actix_rt::test]
+    async fn a_connection_idle_past_the_limit_is_let_go_before_the_engine_closes_it() {
+        // A server that keeps its connections open; the pool lets go after 100 ms idle.
+        let (target, received) = test_server(vec![EMPTY_REPLY; 4], false).await;
+        let api = Api::with_idle_limit(&target, 4, Duration::from_secs(5), Duration::from_millis(100));
+        api.post::<()>("/agents/me/state", "t", None).await.unwrap();
+        api.post::<()>("/agents/me/state", "t", None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        api.post::<()>("/agents/me/state", "t", None).await.unwrap();
+        api.post::<()>("/agents/me/state", "t", None).await.unwrap();
+        let connections: Vec<usize> = received.borrow().iter().map(|(connection, _)| *connection).collect();
+        assert_eq!(connections, [0, 0, 1, 1], "reused within the limit, replaced past it");
     }
 
     #[actix_rt::test]
