@@ -307,14 +307,21 @@ impl EmbeddedJournal {
 
     fn roll(&mut self) -> Result<(), JournalError> {
         // A sealed segment ends with its last batch, not with unused zeros.
-        let sealed = self.log.segments.last().expect("writer has a segment");
-        self.active
-            .set_len(sealed.len)
-            .and_then(|()| self.active.sync_all())
-            .map_err(JournalError::io("truncate", &sealed.path))?;
+        self.cut_back_to_records()
+            .map_err(JournalError::io("truncate", &self.log.segments.last().expect("writer has a segment").path))?;
         let meta = create_segment(&self.log.dir, self.log.next_offset())?;
         (self.active, self.allocated) = open_active(&meta)?;
         self.log.segments.push(meta);
+        Ok(())
+    }
+
+    /// Cuts the active segment back to its records, dropping the zeros
+    /// allocated after them, and syncs it.
+    fn cut_back_to_records(&mut self) -> io::Result<()> {
+        let len = self.log.segments.last().expect("writer has a segment").len;
+        self.active.set_len(len)?;
+        self.active.sync_all()?;
+        self.allocated = len;
         Ok(())
     }
 
@@ -330,9 +337,8 @@ impl Drop for EmbeddedJournal {
     /// the files expect. Failing that is harmless: the zeros are what a
     /// crash leaves too, and the next open reads past them.
     fn drop(&mut self) {
-        let len = self.log.segments.last().expect("writer has a segment").len;
-        if self.allocated > len {
-            let _ = self.active.set_len(len).and_then(|()| self.active.sync_all());
+        if self.allocated > self.log.segments.last().expect("writer has a segment").len {
+            let _ = self.cut_back_to_records();
         }
     }
 }
@@ -380,24 +386,19 @@ impl Journal for EmbeddedJournal {
         }
 
         // Past the zeros already allocated, the same write extends them.
-        let allocated = if position > self.allocated {
-            let allocated = position + PREALLOCATE_BYTES;
+        let extend = position > self.allocated;
+        if extend {
             self.buf.resize(self.buf.len() + PREALLOCATE_BYTES as usize, 0);
-            allocated
-        } else {
-            self.allocated
-        };
+        }
 
         // One write and one fdatasync per batch: the whole point of batching.
         let write = self
             .active
             .write_all(&self.buf)
-            .and_then(|()| {
-                if allocated == self.allocated {
-                    return Ok(());
-                }
+            .and_then(|()| match extend {
                 // Back from the new zeros to the end of the records.
-                self.active.seek(SeekFrom::Start(position)).map(drop)
+                true => self.active.seek(SeekFrom::Start(position)).map(drop),
+                false => Ok(()),
             })
             .map_err(JournalError::io("write", &segment.path))
             .and_then(|()| self.active.sync_data().map_err(JournalError::io("fsync", &segment.path)));
@@ -407,7 +408,9 @@ impl Journal for EmbeddedJournal {
             let _ = self.active.set_len(segment.len);
             return Err(self.poison(e));
         }
-        self.allocated = allocated;
+        if extend {
+            self.allocated = position + PREALLOCATE_BYTES;
+        }
 
         let segment = self.log.segments.last_mut().expect("writer has a segment");
         segment.records += records.len() as u64;
@@ -850,10 +853,11 @@ fn only_zeros(reader: &mut impl Read, path: &Path) -> Result<bool, JournalError>
 /// If what follows the bad frame at `position` can only be the rest of the
 /// batch that was being written at a crash (no whole valid frame, or valid
 /// frames past holes, the first of which to end a batch has only zeros
-/// after it), how many zero bytes end the file; `None` if it is corruption. An append waits for its fsync before the next is
-/// written, so a crash leaves at most one batch unacknowledged, at the end of
-/// the log, and a valid frame after the end of a batch that follows the
-/// damage belongs to an acknowledged batch. A hole is what a crash leaves
+/// after it), how many zero bytes end the file; `None` if it is corruption.
+/// An append waits for its fsync before the next is written, so a crash
+/// leaves at most one batch unacknowledged, at the end of the log, and a
+/// valid frame after the end of a batch that follows the damage belongs to
+/// an acknowledged batch. A hole is what a crash leaves
 /// where a page of that batch, written over preallocated zeros, did not reach
 /// the disk while a later one did: zeros from where the records stop up to
 /// a sector boundary ([`crash_hole`]). Other damage before a valid frame (a
